@@ -1,0 +1,27 @@
+"""The NumPy backend (CPU, always available)."""
+import array_api_compat.numpy as xp
+import numpy as np
+
+from ._indexing import fancy_scatter
+from .generic import Backend
+
+
+class NumpyBackend(Backend):
+    def __init__(self):
+        super().__init__("numpy", xp, np.ndarray, "cpu")
+
+    def from_host(self, array):
+        return array
+
+    def to_host(self, array):
+        return array
+
+    def from_dlpack(self, obj):
+        return np.from_dlpack(obj)
+
+    def scatter(self, buf, values, positions, lo, hi):
+        fancy_scatter(np, buf, values, positions)
+
+
+def load() -> Backend:
+    return NumpyBackend()

@@ -1,0 +1,100 @@
+"""The backend interface, with a generic implementation over any array-API namespace.
+
+Every operation here is written once against ``self.xp`` and uses only what the
+array API standard (2024.12) offers, so it runs on ``array-api-strict``.  The
+NumPy and CuPy modules subclass :class:`Backend` and override the few
+operations they can do faster.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_DLPACK_CPU = 1
+
+
+class Backend:
+    """One array library as lucid sees it: a namespace plus a few extra operations.
+
+    Parameters
+    ----------
+    name : str
+        Registry name, e.g. ``"numpy"``.
+    xp : module
+        The array-API namespace (from ``array-api-compat`` where needed).
+    array_type : type
+        The class of the library's arrays; used to recognise them cheaply.
+    device : str
+        ``"cpu"`` or ``"gpu"``: where this backend keeps its arrays.
+
+    Examples
+    --------
+    >>> import backends
+    >>> b = backends.get_backend()
+    >>> b.name, b.device
+    ('numpy', 'cpu')
+    """
+
+    def __init__(self, name: str, xp, array_type: type, device: str):
+        self.name = name
+        self.xp = xp
+        self.array_type = array_type
+        self.device = device
+
+    def __repr__(self) -> str:
+        return f"<backend {self.name!r} on {self.device}>"
+
+    # -- moving data -----------------------------------------------------
+    def from_host(self, array: np.ndarray):
+        """Return a backend array holding the contents of a NumPy array."""
+        return self.xp.asarray(array)
+
+    def to_host(self, array) -> np.ndarray:
+        """Return a NumPy array holding the contents of a backend array."""
+        return np.from_dlpack(array)
+
+    def from_dlpack(self, obj):
+        """Import any DLPack producer on this backend's device."""
+        if obj.__dlpack_device__()[0] == _DLPACK_CPU:
+            return self.from_host(np.from_dlpack(obj))
+        return self.xp.from_dlpack(obj)
+
+    def synchronize(self) -> None:
+        """Block until queued work on the device is finished (no-op on CPU)."""
+
+    # -- writing tokens at positions -------------------------------------
+    def scatter(self, buf, values, positions, lo: int, hi: int) -> None:
+        """Write ``values`` into ``buf`` in place at ``positions`` along axis -2.
+
+        Parameters
+        ----------
+        buf : array, shape ``(B, ..., C, D)``
+            Destination buffer; modified in place.
+        values : array, shape ``(B, ..., T, D)``
+            Tokens to write.
+        positions : integer array, shape ``(T,)`` or ``(B, T)``
+            Distinct, non-negative slots (per batch row for 2-D positions).
+        lo, hi : int
+            ``min(positions)`` and ``max(positions) + 1``, known on the host.
+
+        Notes
+        -----
+        The standard has no integer-array assignment, so this version rebuilds
+        the touched region ``[lo, hi)`` with ``take``/``where`` and writes it
+        back with one slice assignment.
+        """
+        xp = self.xp
+        seq_axis = values.ndim - 2
+        slots = xp.arange(lo, hi, dtype=positions.dtype)
+        if positions.ndim == 1:
+            match = slots[:, None] == positions[None, :]  # (R, T)
+            source = xp.argmax(xp.astype(match, xp.int8), axis=1)
+            gathered = xp.take(values, source, axis=seq_axis)
+            mask = xp.reshape(xp.any(match, axis=1), (hi - lo, 1))
+        else:
+            batch = positions.shape[0]
+            match = slots[None, :, None] == positions[:, None, :]  # (B, R, T)
+            lead = (batch,) + (1,) * (values.ndim - 3)
+            source = xp.reshape(xp.argmax(xp.astype(match, xp.int8), axis=2), lead + (hi - lo, 1))
+            gathered = xp.take_along_axis(values, source, axis=seq_axis)
+            mask = xp.reshape(xp.any(match, axis=2), lead + (hi - lo, 1))
+        buf[..., lo:hi, :] = xp.where(mask, gathered, buf[..., lo:hi, :])

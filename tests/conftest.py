@@ -1,0 +1,34 @@
+"""Shared fixtures: the array namespaces each test runs on."""
+import pytest
+
+import backends
+import lucid
+
+
+def _gpu_skip_reason():
+    from backends._cupy import gpu_problem
+
+    problem = gpu_problem()
+    return None if problem is None else f"CuPy backend unavailable: {problem}"
+
+
+GPU_SKIP = _gpu_skip_reason()
+# NumPy always; array-api-strict proves the code above `backends` needs only the standard;
+# CuPy only where a GPU is usable.
+NAMESPACES = [
+    "numpy",
+    "array_api_strict",
+    pytest.param("cupy", marks=pytest.mark.skipif(GPU_SKIP is not None, reason=str(GPU_SKIP))),
+]
+
+
+@pytest.fixture(params=NAMESPACES)
+def backend_name(request):
+    """Run the test with each available backend active."""
+    with lucid.use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def xp(backend_name):
+    return backends.get_backend().xp

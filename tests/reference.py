@@ -1,0 +1,60 @@
+"""An obviously-correct model of one KV cache, written with plain Python loops over NumPy.
+
+Each layer is a NumPy array (B, H, length, D) per key/value; positions are
+written token by token, row by row. Slow on purpose: it is the oracle.
+"""
+import numpy as np
+
+
+class ReferenceCache:
+    def __init__(self, max_cache_len=None):
+        self.max_cache_len = max_cache_len
+        self.layers = {}  # layer_idx -> [keys, values]
+
+    def batch(self):
+        return next((k.shape[0] for k, _ in self.layers.values()), None)
+
+    def update(self, k, v, layer_idx, positions):
+        """``positions``: None (append) or an int / list / list of lists of ints."""
+        batch, n_tokens = k.shape[0], k.shape[-2]
+        old = self.layers.get(layer_idx)
+        length = 0 if old is None else old[0].shape[-2]
+        if positions is None:
+            rows = [list(range(length, length + n_tokens))] * batch
+        elif isinstance(positions, int):
+            rows = [[positions]] * batch
+        elif isinstance(positions[0], int):
+            rows = [list(positions)] * batch
+        else:
+            rows = [list(r) for r in positions]
+        new_length = max([length] + [p + 1 for row in rows for p in row])
+        if self.max_cache_len is not None and new_length > self.max_cache_len:
+            raise ValueError("past max_cache_len")
+        keys = np.zeros(k.shape[:-2] + (new_length, k.shape[-1]), k.dtype)
+        values = np.zeros(v.shape[:-2] + (new_length, v.shape[-1]), v.dtype)
+        if old is not None:
+            keys[..., :length, :] = old[0]
+            values[..., :length, :] = old[1]
+        for b, row in enumerate(rows):
+            for t, p in enumerate(row):
+                keys[b, ..., p, :] = k[b, ..., t, :]
+                values[b, ..., p, :] = v[b, ..., t, :]
+        self.layers[layer_idx] = [keys, values]
+
+    def select(self, rows):
+        for layer in self.layers.values():
+            layer[0] = layer[0][list(rows)]
+            layer[1] = layer[1][list(rows)]
+
+    def repeat(self, repeats):
+        self.select([b for b in range(self.batch()) for _ in range(repeats)])
+
+    def crop(self, max_length):
+        for layer in self.layers.values():
+            length = layer[0].shape[-2]
+            if length > max_length:
+                layer[0] = layer[0][..., length - max_length:, :]
+                layer[1] = layer[1][..., length - max_length:, :]
+
+    def reset(self):
+        self.layers = {}
