@@ -80,7 +80,7 @@ class LayerStore:
                 "batch_repeat_interleave / batch_select_indices change the batch of every layer"
             )
         for name, got, step in (("key", k.shape, self._step_k), ("value", v.shape, self._step_v)):
-            want = step[:-2] + ("T",) + step[-1:]
+            want = "(" + ", ".join(map(str, step[:-2])) + f", seq_len, {step[-1]})"
             if tuple(got[:-2]) != step[:-2] or got[-1] != step[-1]:
                 raise ValueError(f"layer {self.layer_idx} expects {name} of shape {want}, got {tuple(got)}")
 
