@@ -232,3 +232,20 @@ def test_bad_input_raises_and_changes_nothing(cache, case):
         call(cache)
     assert len(str(info.value)) > 20  # says what was expected and what arrived
     assert_unchanged(before, cache)
+
+
+def test_static_reset_keeps_buffers_for_a_matching_first_write(backend_name):
+    cache = nn.StaticKVCache(max_cache_len=8, num_layers=1)
+    cache.update(*kv(t=5), 0)
+    buffer = cache.layers[0].keys
+    cache.reset()
+    assert cache.get(0) is None and cache.get_seq_length(0) == 0
+    k, v = kv(t=1)
+    cache.update(k, v, 0, cache_position=2)
+    assert cache.layers[0].keys is buffer
+    got = cache.get(0)[0].numpy()
+    assert not got[:, :, :2, :].any()  # the old tokens do not come back
+    np.testing.assert_array_equal(got[:, :, 2:, :], k.numpy())
+    cache.reset()
+    cache.update(*kv(t=1, d=8), 0)  # other shapes: a fresh buffer
+    assert cache.layers[0].keys is not buffer

@@ -176,13 +176,16 @@ class KVCache(Cache):
             return out
         return store.append(k, v) if pos is None else store.write(k, v, pos)
 
-    def _new_store(self, k, v, layer_idx, needed) -> LayerStore:
+    def _check_batch(self, k) -> None:
         batch = self._batch_size()
         if batch is not None and k.shape[0] != batch:
             raise ValueError(
                 f"the cache holds batches of {batch} rows; the update has {k.shape[0]}. "
                 "batch_repeat_interleave / batch_select_indices change the batch of every layer"
             )
+
+    def _new_store(self, k, v, layer_idx, needed) -> LayerStore:
+        self._check_batch(k)
         return LayerStore(backends.backend_of(k), layer_idx, self._max_capacity, k, v, needed)
 
     # -- batch utilities -------------------------------------------------

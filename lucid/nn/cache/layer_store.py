@@ -64,6 +64,12 @@ class LayerStore:
         return self.keys.nbytes + self.values.nbytes
 
     # -- validation ------------------------------------------------------
+    def fits(self, k, v) -> bool:
+        """Whether ``k``/``v`` match this layer's fixed axes, dtype and device."""
+        return (type(k) is self._type and k.dtype == self._dtype and v.dtype == self._dtype
+                and tuple(k.shape[:-2]) == self._step_k[:-2] and k.shape[-1] == self._step_k[-1]
+                and tuple(v.shape[:-2]) == self._step_v[:-2] and v.shape[-1] == self._step_v[-1])
+
     def check(self, k, v) -> None:
         """Raise ``ValueError`` unless ``k``/``v`` fit this layer (any seq_len)."""
         check_pair(k, v)

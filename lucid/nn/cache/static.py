@@ -9,7 +9,8 @@ class StaticKVCache(KVCache):
     A layer's buffer is allocated at its first write and never reallocated by
     ``update``; a write that would go past ``max_cache_len`` raises
     ``ValueError`` and changes nothing. ``crop`` keeps the capacity; ``reset``
-    forgets the contents (the next first write allocates again).
+    forgets the contents but keeps the buffers, and the next first write of a
+    layer reuses them when its shapes, dtype and device are the same.
 
     Parameters
     ----------
@@ -33,6 +34,7 @@ class StaticKVCache(KVCache):
         self.num_layers = check_int(num_layers, "num_layers", minimum=1)
         self._max_capacity = self.max_cache_len
         self.layers = [None] * self.num_layers
+        self._spare = [None] * self.num_layers  # buffers kept by reset() for reuse
 
     def get_max_cache_shape(self) -> int:
         """``max_cache_len``: the positions each layer can hold."""
@@ -43,3 +45,18 @@ class StaticKVCache(KVCache):
         if layer_idx >= self.num_layers:
             raise ValueError(f"layer_idx must be < num_layers={self.num_layers}, got {layer_idx}")
         return layer_idx
+
+    def reset(self) -> None:
+        """Make every layer never-written, keeping its buffers for the next first write."""
+        self._spare = [live or spare for live, spare in zip(self.layers, self._spare)]
+        super().reset()
+
+    def _new_store(self, k, v, layer_idx, needed):
+        spare = self._spare[layer_idx]
+        if spare is None or not spare.fits(k, v):
+            return super()._new_store(k, v, layer_idx, needed)
+        self._check_batch(k)
+        spare._reserve(needed)  # raises past max_cache_len, before anything changes
+        spare.length = 0
+        self._spare[layer_idx] = None
+        return spare
