@@ -60,8 +60,14 @@ class LayerStore:
         return self._step_k[0]
 
     def nbytes(self) -> int:
-        """Bytes held by the two buffers."""
-        return self.keys.nbytes + self.values.nbytes
+        """Bytes held by the two buffers (from the standard's ``size`` and dtype info)."""
+        xp = self.backend.xp
+        if xp.isdtype(self._dtype, "bool"):
+            itemsize = 1
+        else:
+            info = xp.finfo if xp.isdtype(self._dtype, "real floating") else xp.iinfo
+            itemsize = info(self._dtype).bits // 8
+        return (self.keys.size + self.values.size) * itemsize
 
     # -- validation ------------------------------------------------------
     def fits(self, k, v) -> bool:
