@@ -1,0 +1,50 @@
+"""Helpers shared by the benchmark modules: backend switching and cache/floor construction."""
+import lucid
+import lucid.nn as nn
+from backends._cupy import gpu_problem
+
+BACKENDS = ["numpy", "cupy"]
+# (batch, heads, head_dim)
+SHAPES = {"B1-H8-D64": (1, 8, 64), "B8-H32-D128": (8, 32, 128)}
+DTYPES = {"float32": lucid.Float32, "float16": lucid.Float16}
+
+
+def use_backend(name):
+    """Activate ``name``; asv skips a benchmark whose setup raises NotImplementedError."""
+    if name == "cupy":
+        problem = gpu_problem()
+        if problem is not None:
+            raise NotImplementedError(f"cupy backend unavailable: {problem}")
+    return lucid.set_backend(name)
+
+
+def tokens(shape, length, dtype):
+    batch, heads, dim = SHAPES[shape]
+    return lucid.randn(batch, heads, length, dim).astype(DTYPES[dtype])
+
+
+def new_cache(kind, capacity, num_layers=1):
+    if kind == "dynamic":
+        return nn.DynamicKVCache()
+    return nn.StaticKVCache(max_cache_len=capacity, num_layers=num_layers)
+
+
+class Floor:
+    """The bytes any cache must write: preallocated buffers and bare in-place slice writes."""
+
+    def __init__(self, like, capacity):
+        xp = lucid.get_backend().xp
+        batch, heads, _, dim = like.shape
+        self.keys = xp.ones((batch, heads, capacity, dim), dtype=like._data.dtype)  # touched pages
+        self.values = xp.ones((batch, heads, capacity, dim), dtype=like._data.dtype)
+        self.length = 0
+
+    def update(self, k, v):
+        start, end = self.length, self.length + k.shape[-2]
+        self.keys[..., start:end, :] = k._data
+        self.values[..., start:end, :] = v._data
+        self.length = end
+
+
+def sync():
+    lucid.get_backend().synchronize()
