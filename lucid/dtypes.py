@@ -8,9 +8,10 @@ class DType:
     Examples
     --------
     >>> import lucid
-    >>> print(lucid.Float32), lucid.Float32 == lucid.Float32
+    >>> print(lucid.Float32)
     Float32
-    (None, True)
+    >>> lucid.Float32 == lucid.Float32, lucid.Float32 == lucid.Float16
+    (True, False)
     """
 
     __slots__ = ("name", "xp_name")
