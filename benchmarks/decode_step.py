@@ -72,7 +72,6 @@ def measure(length, number, samples):
         at[0] = s + 1
 
     row["floor"] = median_per_step(floor, number, samples, sync)
-    del kb, vb
 
     state = {"k": prefill_k._data, "v": prefill_v._data}
 

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         ok = same and diff <= args.tolerance
         all_ok &= ok
         rows.append((label, args.batch * args.tokens / seconds, cached.cache_bytes / 2**20, same, diff, ok))
-    print(f"\n| run | tokens/s | cache MiB | same tokens | max logit diff | check |")
+    print("\n| run | tokens/s | cache MiB | same tokens | max logit diff | check |")
     print("|---|---:|---:|:---:|---:|:---:|")
     for label, rate, mib, same, diff, ok in rows:
         print(f"| {label} | {rate:,.0f} | {mib:.2f} | {'yes' if same else 'NO'} | {diff:.1e} | {'ok' if ok else 'FAILED'} |")

@@ -5,7 +5,7 @@ makes sense, so a dashboard line reads as a ratio to it. GPU timings synchronise
 """
 import lucid
 
-from .common import BACKENDS, DTYPES, SHAPES, Floor, new_cache, sync, tokens, use_backend
+from .common import BACKENDS, DTYPES, SHAPES, Floor, filled_cache, new_cache, sync, tokens, use_backend
 
 STEPS = 100  # decode steps per sample; setup rebuilds the cache before each sample
 
@@ -99,10 +99,7 @@ class Beams:
 
     def setup(self, backend, cache):
         use_backend(backend)
-        self.cache = new_cache(cache, 1024, num_layers=12)
-        k = tokens("B1-H8-D64", 1024, "float32")
-        for layer in range(12):
-            self.cache.update(k, k, layer)
+        self.cache = filled_cache(cache)
         self.order = lucid.Tensor([3, 1, 0, 2], dtype=lucid.Int32)
 
     def time_repeat_and_reorder(self, *params):
@@ -121,10 +118,7 @@ class Crop:
 
     def setup(self, backend, cache):
         use_backend(backend)
-        self.cache = new_cache(cache, 1024, num_layers=12)
-        k = tokens("B1-H8-D64", 1024, "float32")
-        for layer in range(12):
-            self.cache.update(k, k, layer)
+        self.cache = filled_cache(cache)
 
     def time_crop(self, *params):
         self.cache.crop(512)

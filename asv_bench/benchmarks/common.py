@@ -29,6 +29,15 @@ def new_cache(kind, capacity, num_layers=1):
     return nn.StaticKVCache(max_cache_len=capacity, num_layers=num_layers)
 
 
+def filled_cache(kind, num_layers=12, length=1024):
+    """A cache with ``num_layers`` layers of ``length`` tokens (B=1, H=8, D=64, float32)."""
+    cache = new_cache(kind, length, num_layers=num_layers)
+    k = tokens("B1-H8-D64", length, "float32")
+    for layer in range(num_layers):
+        cache.update(k, k, layer)
+    return cache
+
+
 class Floor:
     """The bytes any cache must write: preallocated buffers and bare in-place slice writes."""
 

@@ -66,23 +66,23 @@ class EncoderDecoderCache(Cache):
     def _both(self):
         return self.self_attention_cache, self.cross_attention_cache
 
+    def _select_rows_in_both(self, prepare) -> None:
+        """Validate against both caches first, then change both."""
+        rows = [prepare(cache) for cache in self._both()]
+        for cache, cache_rows in zip(self._both(), rows):
+            cache._select_rows(cache_rows)
+
     def batch_select_indices(self, indices) -> None:
         """Keep batch rows ``indices`` in both caches."""
-        rows = [cache._prepare_select(indices, "indices") for cache in self._both()]
-        for cache, r in zip(self._both(), rows):
-            cache._select_rows(r)
+        self._select_rows_in_both(lambda cache: cache._prepare_select(indices, "indices"))
 
     def reorder_cache(self, beam_idx) -> None:
         """Reorder the batch of both caches for beam search."""
-        rows = [cache._prepare_select(beam_idx, "beam_idx") for cache in self._both()]
-        for cache, r in zip(self._both(), rows):
-            cache._select_rows(r)
+        self._select_rows_in_both(lambda cache: cache._prepare_select(beam_idx, "beam_idx"))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         """Repeat each batch row ``repeats`` times in both caches."""
-        rows = [cache._prepare_repeat(repeats) for cache in self._both()]
-        for cache, r in zip(self._both(), rows):
-            cache._select_rows(r)
+        self._select_rows_in_both(lambda cache: cache._prepare_repeat(repeats))
 
     def crop(self, max_length: int) -> None:
         """Crop both caches to their latest ``max_length`` positions."""
