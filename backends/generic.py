@@ -45,21 +45,50 @@ class Backend:
 
     # -- moving data -----------------------------------------------------
     def from_host(self, array: np.ndarray):
-        """Return a backend array holding the contents of a NumPy array."""
+        """Return a backend array holding the contents of a NumPy array.
+
+        Examples
+        --------
+        >>> import numpy as np, backends
+        >>> strict = backends.load_backend("array_api_strict")
+        >>> strict.from_host(np.ones(2)).shape
+        (2,)
+        """
         return self.xp.asarray(array)
 
     def to_host(self, array) -> np.ndarray:
-        """Return a NumPy array holding the contents of a backend array."""
+        """Return a NumPy array holding the contents of a backend array.
+
+        Examples
+        --------
+        >>> import backends
+        >>> strict = backends.load_backend("array_api_strict")
+        >>> strict.to_host(strict.xp.ones(2)).tolist()
+        [1.0, 1.0]
+        """
         return np.from_dlpack(array)
 
     def from_dlpack(self, obj):
-        """Import any DLPack producer on this backend's device."""
+        """Import any DLPack producer on this backend's device.
+
+        Examples
+        --------
+        >>> import numpy as np, backends
+        >>> backends.load_backend("numpy").from_dlpack(np.arange(3)).tolist()
+        [0, 1, 2]
+        """
         if obj.__dlpack_device__()[0] == _DLPACK_CPU:
             return self.from_host(np.from_dlpack(obj))
         return self.xp.from_dlpack(obj)
 
     def synchronize(self) -> None:
-        """Block until queued work on the device is finished (no-op on CPU)."""
+        """Block until queued work on the device is finished (no-op on CPU).
+
+        Examples
+        --------
+        >>> import backends
+        >>> backends.get_backend().synchronize()
+        """
 
     # -- writing tokens at positions -------------------------------------
     def scatter(self, buf, values, positions, lo: int, hi: int) -> None:
@@ -81,6 +110,15 @@ class Backend:
         The standard has no integer-array assignment, so this version rebuilds
         the touched region ``[lo, hi)`` with ``take``/``where`` and writes it
         back with one slice assignment.
+
+        Examples
+        --------
+        >>> import backends
+        >>> b = backends.load_backend("array_api_strict")
+        >>> buf = b.xp.zeros((1, 1, 4, 1))
+        >>> b.scatter(buf, b.xp.ones((1, 1, 2, 1)), b.xp.asarray([3, 1]), 1, 4)
+        >>> b.to_host(buf).ravel().tolist()
+        [0.0, 1.0, 0.0, 1.0]
         """
         xp = self.xp
         seq_axis = values.ndim - 2

@@ -16,7 +16,17 @@ _active: Backend | None = None
 
 
 class BackendError(ValueError):
-    """The requested backend is unknown or cannot run on this machine."""
+    """The requested backend is unknown or cannot run on this machine.
+
+    Examples
+    --------
+    >>> import backends
+    >>> try:
+    ...     backends.load_backend("tpu")
+    ... except backends.BackendError as error:
+    ...     print("not a known backend" in str(error))
+    True
+    """
 
 
 def _resolve(name: str, source: str) -> str:
@@ -107,7 +117,14 @@ def use_backend(name: str) -> Iterator[Backend]:
 
 
 def host_backend() -> Backend:
-    """The NumPy backend, used for small host-side work such as validating positions."""
+    """The NumPy backend, used for small host-side work such as validating positions.
+
+    Examples
+    --------
+    >>> import backends
+    >>> backends.host_backend().name
+    'numpy'
+    """
     return load_backend("numpy")
 
 
@@ -135,6 +152,12 @@ def backend_for_device(device: str) -> Backend:
 
     The active backend wins when it lives on that device; otherwise ``"cpu"``
     means NumPy and ``"gpu"`` means CuPy.
+
+    Examples
+    --------
+    >>> import backends
+    >>> backends.backend_for_device("cpu").device
+    'cpu'
     """
     active = get_backend()
     if device == active.device:

@@ -127,25 +127,60 @@ class Tensor:
 
     # -- conversion ------------------------------------------------------
     def numpy(self) -> np.ndarray:
-        """A NumPy array with the contents (copied to the host from a GPU)."""
+        """A NumPy array with the contents (copied to the host from a GPU).
+
+        Examples
+        --------
+        >>> import lucid
+        >>> lucid.Tensor([1, 2]).numpy()
+        array([1, 2])
+        """
         return self._backend.to_host(self._data)
 
     def item(self):
-        """The single element as a Python scalar."""
+        """The single element as a Python scalar.
+
+        Examples
+        --------
+        >>> import lucid
+        >>> lucid.Tensor([[7]]).item()
+        7
+        """
         if self.size != 1:
             raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
         return self.numpy().reshape(()).item()
 
     def tolist(self):
-        """The contents as (nested) Python lists."""
+        """The contents as (nested) Python lists.
+
+        Examples
+        --------
+        >>> import lucid
+        >>> lucid.Tensor([[1, 2]]).tolist()
+        [[1, 2]]
+        """
         return self.numpy().tolist()
 
     def to(self, device: str) -> "Tensor":
-        """Return the tensor on ``device`` (``"cpu"`` or ``"gpu"``); no copy if already there."""
+        """Return the tensor on ``device`` (``"cpu"`` or ``"gpu"``); no copy if already there.
+
+        Examples
+        --------
+        >>> import lucid
+        >>> lucid.ones(2).to("cpu").device
+        'cpu'
+        """
         return Tensor(self, device=device)
 
     def astype(self, dtype: DType) -> "Tensor":
-        """Return a copy converted to ``dtype``."""
+        """Return a copy converted to ``dtype``.
+
+        Examples
+        --------
+        >>> import lucid
+        >>> lucid.Tensor([1.7]).astype(lucid.Int32).tolist()
+        [1]
+        """
         return self._new(self._backend.xp.astype(self._data, dtypes.to_backend(self._backend.xp, dtype)))
 
     def __array__(self, dtype=None, copy=None):
@@ -162,13 +197,27 @@ class Tensor:
 
     # -- shape manipulation ----------------------------------------------
     def reshape(self, *shape) -> "Tensor":
-        """Return the same data with a new shape (a tuple or separate ints)."""
+        """Return the same data with a new shape (a tuple or separate ints).
+
+        Examples
+        --------
+        >>> import lucid
+        >>> lucid.arange(6).reshape(2, 3).shape
+        (2, 3)
+        """
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]
         return self._new(self._backend.xp.reshape(self._data, tuple(shape)))
 
     def transpose(self, *axes) -> "Tensor":
-        """Permute the axes (all reversed when none are given)."""
+        """Permute the axes (all reversed when none are given).
+
+        Examples
+        --------
+        >>> import lucid
+        >>> lucid.zeros(2, 3, 4).transpose(0, 2, 1).shape
+        (2, 4, 3)
+        """
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = axes[0]
         axes = tuple(axes) or tuple(reversed(range(self.ndim)))
@@ -176,19 +225,47 @@ class Tensor:
 
     # -- reductions ------------------------------------------------------
     def sum(self, axis=None, keepdims: bool = False) -> "Tensor":
-        """Sum over ``axis`` (all axes by default)."""
+        """Sum over ``axis`` (all axes by default).
+
+        Examples
+        --------
+        >>> import lucid
+        >>> lucid.Tensor([[1, 2], [3, 4]]).sum(axis=0).tolist()
+        [4, 6]
+        """
         return self._new(self._backend.xp.sum(self._data, axis=axis, keepdims=keepdims))
 
     def mean(self, axis=None, keepdims: bool = False) -> "Tensor":
-        """Arithmetic mean over ``axis`` (all axes by default)."""
+        """Arithmetic mean over ``axis`` (all axes by default).
+
+        Examples
+        --------
+        >>> import lucid
+        >>> lucid.Tensor([1.0, 2.0]).mean().item()
+        1.5
+        """
         return self._new(self._backend.xp.mean(self._data, axis=axis, keepdims=keepdims))
 
     def max(self, axis=None, keepdims: bool = False) -> "Tensor":
-        """Maximum over ``axis`` (all axes by default)."""
+        """Maximum over ``axis`` (all axes by default).
+
+        Examples
+        --------
+        >>> import lucid
+        >>> lucid.Tensor([[1, 5], [3, 2]]).max(axis=1).tolist()
+        [5, 3]
+        """
         return self._new(self._backend.xp.max(self._data, axis=axis, keepdims=keepdims))
 
     def min(self, axis=None, keepdims: bool = False) -> "Tensor":
-        """Minimum over ``axis`` (all axes by default)."""
+        """Minimum over ``axis`` (all axes by default).
+
+        Examples
+        --------
+        >>> import lucid
+        >>> lucid.Tensor([[1, 5], [3, 2]]).min().item()
+        1
+        """
         return self._new(self._backend.xp.min(self._data, axis=axis, keepdims=keepdims))
 
     # -- helpers ---------------------------------------------------------

@@ -26,30 +26,99 @@ class Cache(abc.ABC):
 
     @abc.abstractmethod
     def update(self, key, value, layer_idx: int, cache_position=None):
-        """Store new state for ``layer_idx`` and return what the layer holds."""
+        """Store new state for ``layer_idx`` and return what the layer holds.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache: nn.Cache = nn.DynamicKVCache()
+        >>> _ = cache.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4), layer_idx=0)
+        >>> k, v = cache.update(lucid.randn(1, 2, 1, 4), lucid.randn(1, 2, 1, 4), layer_idx=0)
+        >>> k.shape
+        (1, 2, 4, 4)
+        """
 
     @abc.abstractmethod
     def reset(self) -> None:
-        """Forget every layer's contents."""
+        """Forget every layer's contents.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache: nn.Cache = nn.DynamicKVCache()
+        >>> _ = cache.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4), layer_idx=0)
+        >>> cache.reset()
+        >>> cache.get_seq_length(0)
+        0
+        """
 
     @abc.abstractmethod
     def batch_select_indices(self, indices) -> None:
-        """Keep the batch rows ``indices`` (in that order, repeats allowed)."""
+        """Keep the batch rows ``indices`` (in that order, repeats allowed).
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache: nn.Cache = nn.DynamicKVCache()
+        >>> _ = cache.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4), layer_idx=0)
+        >>> cache.batch_select_indices([0, 0])
+        >>> cache.get(0)[0].shape[0]
+        2
+        """
 
     @abc.abstractmethod
     def batch_repeat_interleave(self, repeats: int) -> None:
-        """Repeat each batch row ``repeats`` times in place."""
+        """Repeat each batch row ``repeats`` times in place.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache: nn.Cache = nn.DynamicKVCache()
+        >>> _ = cache.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4), layer_idx=0)
+        >>> cache.batch_repeat_interleave(3)
+        >>> cache.get(0)[0].shape[0]
+        3
+        """
 
     @abc.abstractmethod
     def crop(self, max_length: int) -> None:
-        """Keep only the most recent ``max_length`` positions of every layer."""
+        """Keep only the most recent ``max_length`` positions of every layer.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache: nn.Cache = nn.DynamicKVCache()
+        >>> _ = cache.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4), layer_idx=0)
+        >>> cache.crop(1)
+        >>> cache.get_seq_length(0)
+        1
+        """
 
     def reorder_cache(self, beam_idx) -> None:
-        """Reorder the batch after a beam-search step (``batch_select_indices`` for beams)."""
+        """Reorder the batch after a beam-search step (``batch_select_indices`` for beams).
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache: nn.Cache = nn.DynamicKVCache()
+        >>> _ = cache.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4), layer_idx=0)
+        >>> cache.reorder_cache([0])
+        >>> cache.get(0)[0].shape[0]
+        1
+        """
         self.batch_select_indices(beam_idx)
 
     def get_max_cache_shape(self) -> int | None:
-        """The fixed sequence capacity, or ``None`` when the cache grows on demand."""
+        """The fixed sequence capacity, or ``None`` when the cache grows on demand.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache: nn.Cache = nn.DynamicKVCache()
+        >>> _ = cache.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4), layer_idx=0)
+        >>> cache.get_max_cache_shape() is None
+        True
+        """
         return None
 
 

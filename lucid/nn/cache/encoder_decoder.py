@@ -48,19 +48,54 @@ class EncoderDecoderCache(Cache):
         return self.cross_attention_cache if is_cross_attention else self.self_attention_cache
 
     def update(self, key, value, layer_idx: int, cache_position=None, is_cross_attention: bool = False):
-        """``update`` on the self- (default) or cross-attention cache."""
+        """``update`` on the self- (default) or cross-attention cache.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.EncoderDecoderCache()
+        >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
+        >>> k, v = cache.update(lucid.randn(2, 1, 1, 2), lucid.randn(2, 1, 1, 2), 0)
+        >>> k.shape
+        (2, 1, 1, 2)
+        """
         return self._pick(is_cross_attention).update(key, value, layer_idx, cache_position)
 
     def get(self, layer_idx: int, is_cross_attention: bool = False):
-        """``get`` on the self- (default) or cross-attention cache."""
+        """``get`` on the self- (default) or cross-attention cache.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.EncoderDecoderCache()
+        >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
+        >>> cache.get(0) is None, cache.get(0, is_cross_attention=True)[0].shape
+        (True, (2, 1, 4, 2))
+        """
         return self._pick(is_cross_attention).get(layer_idx)
 
     def get_seq_length(self, layer_idx: int = 0, is_cross_attention: bool = False) -> int:
-        """``get_seq_length`` on the self- (default) or cross-attention cache."""
+        """``get_seq_length`` on the self- (default) or cross-attention cache.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.EncoderDecoderCache()
+        >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
+        >>> cache.get_seq_length(0), cache.get_seq_length(0, is_cross_attention=True)
+        (0, 4)
+        """
         return self._pick(is_cross_attention).get_seq_length(layer_idx)
 
     def get_max_cache_shape(self) -> int | None:
-        """The self-attention cache's capacity (``None`` when it is dynamic)."""
+        """The self-attention cache's capacity (``None`` when it is dynamic).
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.EncoderDecoderCache(nn.StaticKVCache(64, 2)).get_max_cache_shape()
+        64
+        """
         return self.self_attention_cache.get_max_cache_shape()
 
     def _both(self):
@@ -73,24 +108,74 @@ class EncoderDecoderCache(Cache):
             cache._select_rows(cache_rows)
 
     def batch_select_indices(self, indices) -> None:
-        """Keep batch rows ``indices`` in both caches."""
+        """Keep batch rows ``indices`` in both caches.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.EncoderDecoderCache()
+        >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
+        >>> cache.batch_select_indices([1])
+        >>> cache.get(0, is_cross_attention=True)[0].shape[0]
+        1
+        """
         self._select_rows_in_both(lambda cache: cache._prepare_select(indices, "indices"))
 
     def reorder_cache(self, beam_idx) -> None:
-        """Reorder the batch of both caches for beam search."""
+        """Reorder the batch of both caches for beam search.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.EncoderDecoderCache()
+        >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
+        >>> cache.reorder_cache([1, 0, 0])
+        >>> cache.get(0, is_cross_attention=True)[0].shape[0]
+        3
+        """
         self._select_rows_in_both(lambda cache: cache._prepare_select(beam_idx, "beam_idx"))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        """Repeat each batch row ``repeats`` times in both caches."""
+        """Repeat each batch row ``repeats`` times in both caches.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.EncoderDecoderCache()
+        >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
+        >>> cache.batch_repeat_interleave(2)
+        >>> cache.get(0, is_cross_attention=True)[0].shape[0]
+        4
+        """
         self._select_rows_in_both(lambda cache: cache._prepare_repeat(repeats))
 
     def crop(self, max_length: int) -> None:
-        """Crop both caches to their latest ``max_length`` positions."""
+        """Crop both caches to their latest ``max_length`` positions.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.EncoderDecoderCache()
+        >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
+        >>> cache.crop(3)
+        >>> cache.get_seq_length(0, is_cross_attention=True)
+        3
+        """
         check_int(max_length, "max_length", minimum=0)
         for cache in self._both():
             cache.crop(max_length)
 
     def reset(self) -> None:
-        """Reset both caches."""
+        """Reset both caches.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.EncoderDecoderCache()
+        >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
+        >>> cache.reset()
+        >>> cache.get(0, is_cross_attention=True) is None
+        True
+        """
         for cache in self._both():
             cache.reset()

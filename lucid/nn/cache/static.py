@@ -37,7 +37,14 @@ class StaticKVCache(KVCache):
         self._spare = [None] * self.num_layers  # buffers kept by reset() for reuse
 
     def get_max_cache_shape(self) -> int:
-        """``max_cache_len``: the positions each layer can hold."""
+        """``max_cache_len``: the positions each layer can hold.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticKVCache(max_cache_len=128, num_layers=2).get_max_cache_shape()
+        128
+        """
         return self.max_cache_len
 
     def _check_layer_idx(self, layer_idx) -> int:
@@ -47,7 +54,16 @@ class StaticKVCache(KVCache):
         return layer_idx
 
     def reset(self) -> None:
-        """Make every layer never-written, keeping its buffers for the next first write."""
+        """Make every layer never-written, keeping its buffers for the next first write.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.StaticKVCache(max_cache_len=8, num_layers=1)
+        >>> _ = cache.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4), 0)
+        >>> cache.reset(); cache.get(0) is None, cache.get_max_cache_shape()
+        (True, 8)
+        """
         self._spare = [live or spare for live, spare in zip(self.layers, self._spare)]
         super().reset()
 
