@@ -7,7 +7,7 @@ import backends
 
 from ...tensor import Tensor
 from .host_checks import check_int, parse_batch_indices, parse_positions, repeat_indices
-from .layer_store import LayerStore, check_pair
+from .layer_store import LayerStore, check_batch, check_pair
 
 
 class Cache(abc.ABC):
@@ -247,11 +247,8 @@ class KVCache(Cache):
 
     def _check_batch(self, k) -> None:
         batch = self._batch_size()
-        if batch is not None and k.shape[0] != batch:
-            raise ValueError(
-                f"the cache holds batches of {batch} rows; the update has {k.shape[0]}. "
-                "batch_repeat_interleave / batch_select_indices change the batch of every layer"
-            )
+        if batch is not None:
+            check_batch(batch, k.shape[0])
 
     def _new_store(self, k, v, layer_idx, needed) -> LayerStore:
         self._check_batch(k)

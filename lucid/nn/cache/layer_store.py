@@ -35,6 +35,15 @@ def check_pair(k, v) -> None:
         raise ValueError(f"key and value must share dtype and device; got {k.dtype} and {v.dtype}")
 
 
+def check_batch(expected: int, got: int) -> None:
+    """Every layer of a cache shares one batch size."""
+    if got != expected:
+        raise ValueError(
+            f"the cache holds batches of {expected} rows; the update has {got}. "
+            "batch_repeat_interleave / batch_select_indices change the batch of every layer"
+        )
+
+
 class LayerStore:
     """Buffers, length and capacity policy of one layer (see the module docstring)."""
 
@@ -86,11 +95,7 @@ class LayerStore:
             )
         if k.dtype != self._dtype:
             raise ValueError(f"layer {self.layer_idx} holds {self._dtype}; the update is {k.dtype}. Cast it first")
-        if k.shape[0] != self.batch:
-            raise ValueError(
-                f"the cache holds batches of {self.batch} rows; the update has {k.shape[0]}. "
-                "batch_repeat_interleave / batch_select_indices change the batch of every layer"
-            )
+        check_batch(self.batch, k.shape[0])
         for name, got, step in (("key", k.shape, self._step_k), ("value", v.shape, self._step_v)):
             want = "(" + ", ".join(map(str, step[:-2])) + f", seq_len, {step[-1]})"
             if tuple(got[:-2]) != step[:-2] or got[-1] != step[-1]:
