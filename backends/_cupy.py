@@ -10,6 +10,9 @@ class CupyBackend(Backend):
         super().__init__("cupy", xp, cupy.ndarray, "gpu")
         self._cupy = cupy
 
+    def total_memory(self) -> int:
+        return self._cupy.cuda.runtime.memGetInfo()[1]
+
     def from_host(self, array):
         return self._cupy.asarray(array)
 
@@ -21,6 +24,10 @@ class CupyBackend(Backend):
 
     def synchronize(self):
         self._cupy.cuda.get_current_stream().synchronize()
+
+    def copy_rows(self, dst, src, rows):
+        # One gather kernel instead of a launch per row.
+        dst[...] = self._cupy.take(src, self._cupy.asarray(rows), axis=0)
 
     def scatter(self, buf, values, positions, lo, hi):
         fancy_scatter(self._cupy, buf, values, positions)

@@ -10,6 +10,13 @@ class NumpyBackend(Backend):
     def __init__(self):
         super().__init__("numpy", xp, np.ndarray, "cpu")
 
+    def dtype(self, name: str):
+        if name == "bfloat16":  # NumPy has none of its own; ml_dtypes provides it
+            import ml_dtypes
+
+            return np.dtype(ml_dtypes.bfloat16)
+        return super().dtype(name)
+
     def from_host(self, array):
         return array
 

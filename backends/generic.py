@@ -7,6 +7,8 @@ operations they can do faster.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 _DLPACK_CPU = 1
@@ -42,6 +44,32 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<backend {self.name!r} on {self.device}>"
+
+    # -- dtypes and memory -----------------------------------------------
+    def dtype(self, name: str):
+        """This backend's dtype called ``name`` (``"float32"``, ``"bfloat16"``...), or ``None``.
+
+        Examples
+        --------
+        >>> import backends
+        >>> backends.load_backend("array_api_strict").dtype("bfloat16") is None
+        True
+        """
+        return getattr(self.xp, name, None)
+
+    def total_memory(self) -> int:
+        """Bytes of memory on this backend's device (physical RAM for the CPU).
+
+        Allocations larger than this can never succeed; callers use it to tell an absurd
+        request (a ``ValueError`` naming the argument) from an out-of-memory fault.
+
+        Examples
+        --------
+        >>> import backends
+        >>> backends.load_backend("numpy").total_memory() > 2**20
+        True
+        """
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
     # -- moving data -----------------------------------------------------
     def from_host(self, array: np.ndarray):
@@ -89,6 +117,25 @@ class Backend:
         >>> import backends
         >>> backends.get_backend().synchronize()
         """
+
+    # -- copying -----------------------------------------------------------
+    def copy_rows(self, dst, src, rows) -> None:
+        """Set ``dst[i] = src[rows[i]]`` along axis 0, in place (``rows``: host ints).
+
+        One slice assignment per row: the bytes move once, straight into ``dst`` (a gather
+        followed by an assignment would move them twice). Batch sizes are small.
+
+        Examples
+        --------
+        >>> import backends
+        >>> b = backends.load_backend("array_api_strict")
+        >>> dst = b.xp.zeros((3, 2))
+        >>> b.copy_rows(dst, b.xp.asarray([[1.0, 1.0], [2.0, 2.0]]), [1, 0, 1])
+        >>> b.to_host(dst)[:, 0].tolist()
+        [2.0, 1.0, 2.0]
+        """
+        for i, row in enumerate(rows):
+            dst[i, ...] = src[row, ...]
 
     # -- writing tokens at positions -------------------------------------
     def scatter(self, buf, values, positions, lo: int, hi: int) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import os
 from typing import Iterator
@@ -12,7 +13,12 @@ ENV_VAR = "LUCID_BACKEND"
 # name -> module (relative to this package) with a ``load()`` returning a Backend
 _REGISTRY = {"numpy": "._numpy", "cupy": "._cupy", "array_api_strict": "._strict"}
 _loaded: dict[str, Backend] = {}
-_active: Backend | None = None
+# The process-wide default (set_backend, or LUCID_BACKEND on first use) ...
+_default: Backend | None = None
+# ... and the use_backend blocks open in this thread / async task, innermost last. Each entry is
+# (a token object, backend); a block removes its own entry when it exits, so blocks exited in
+# any order leave exactly the still-open ones in force.
+_blocks: contextvars.ContextVar[tuple] = contextvars.ContextVar("lucid_backend_blocks", default=())
 
 
 class BackendError(ValueError):
@@ -68,7 +74,10 @@ def load_backend(name: str, source: str = "backend") -> Backend:
 
 
 def get_backend() -> Backend:
-    """Return the active backend, reading ``LUCID_BACKEND`` on first use (default ``numpy``).
+    """Return the active backend: the innermost open :func:`use_backend` block, else the default.
+
+    The default is what :func:`set_backend` chose, or ``LUCID_BACKEND`` read on first use
+    (``numpy`` when unset).
 
     Examples
     --------
@@ -76,14 +85,20 @@ def get_backend() -> Backend:
     >>> backends.get_backend().name in ("numpy", "cupy", "array_api_strict")
     True
     """
-    global _active
-    if _active is None:
-        _active = load_backend(os.environ.get(ENV_VAR, "numpy") or "numpy", ENV_VAR)
-    return _active
+    blocks = _blocks.get()
+    if blocks:
+        return blocks[-1][1]
+    global _default
+    if _default is None:
+        _default = load_backend(os.environ.get(ENV_VAR, "numpy") or "numpy", ENV_VAR)
+    return _default
 
 
 def set_backend(name: str) -> Backend:
-    """Make ``name`` the active backend for arrays created from now on; return it.
+    """Make ``name`` the process-wide default backend for arrays created from now on; return it.
+
+    Every thread and async task uses the default unless it is inside a :func:`use_backend`
+    block, which takes precedence there.
 
     Examples
     --------
@@ -91,14 +106,18 @@ def set_backend(name: str) -> Backend:
     >>> backends.set_backend("numpy").name
     'numpy'
     """
-    global _active
-    _active = load_backend(name)
-    return _active
+    global _default
+    _default = load_backend(name)
+    return _default
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[Backend]:
-    """Temporarily switch the active backend inside a ``with`` block.
+    """Switch the active backend inside a ``with`` block, for this thread or async task only.
+
+    The switch lives in a :mod:`contextvars` variable: other threads and tasks keep theirs, and
+    blocks exited out of order (an async generator, an ``ExitStack``) each remove only their
+    own switch.
 
     Examples
     --------
@@ -107,13 +126,13 @@ def use_backend(name: str) -> Iterator[Backend]:
     ...     print(b.name)
     numpy
     """
-    global _active
-    previous = _active
-    _active = load_backend(name)
+    backend = load_backend(name)
+    entry = (object(), backend)
+    _blocks.set(_blocks.get() + (entry,))
     try:
-        yield _active
+        yield backend
     finally:
-        _active = previous
+        _blocks.set(tuple(e for e in _blocks.get() if e is not entry))
 
 
 def host_backend() -> Backend:

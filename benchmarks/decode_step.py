@@ -1,22 +1,27 @@
-"""Median cost of one decode-step ``update`` against the floor and a concat-per-step cache.
+"""Median cost of one decode-step ``update`` next to the floor, on the path models take.
 
-    python benchmarks/decode_step.py [--lengths 128 1024 4096] [--samples 300]
+    python benchmarks/decode_step.py [--lengths 128 1024 4096 16384] [--samples 101] [--number 20]
     LUCID_BACKEND=cupy python benchmarks/decode_step.py
 
-One token (B=1, H=8, D=64, float32) is written to layer 0 of a cache that
-starts with T tokens. Samples of ``--number`` consecutive steps follow each
-other without any reset (a reset such as ``crop`` would move megabytes and
-evict the caches the next steps use); the figure is the median over samples,
-per step. Reference lines, on the same backend and in the same run:
+One token (B=1, H=8, D=64, float32) is written to layer 0 of a cache that starts with T
+tokens, and the two views of the layer come back. Two ways of calling ``update``:
 
-* floor: two in-place slice writes of the token into preallocated, already
-  touched buffers of the same size, at the same advancing positions (no views,
-  checks or wrappers). The static cache's pages are touched first too; the
-  dynamic cache pays for its growth (fresh pages, copies) as it goes;
-* concat: ``k = concat([k, token])`` per step, as transformers' DynamicCache does.
+* ``cache_position=[t]``: what a model sends every step (lucid's decoder, Hugging Face's);
+* ``cache_position=None``: a plain append.
 
-The last column appends T tokens one by one to an empty DynamicKVCache and
-reports the mean per step: the amortized cost including every reallocation.
+The floor writes the same bytes at the same advancing positions with two in-place slice
+assignments into preallocated buffers whose pages are already touched, and makes the two
+views of the live tokens that a cache returns: no checks, no wrappers. The caches touch
+their buffers when they allocate them (the static cache at its first write, the dynamic
+cache when it grows), so that cost is not in the steps; the last column includes it.
+
+Every variant runs ``--number`` consecutive steps per sample; samples of the variants are
+interleaved, in an order that rotates from sample to sample, so they share the machine's
+noise and none is favoured by going first; each figure is the median over samples, per step. The steps advance from T to T + samples x number (no reset between
+samples: a reset would move megabytes and evict the CPU caches the next steps use).
+
+The last column appends T tokens one by one to an empty DynamicKVCache and reports the mean
+per step: the amortized cost with every reallocation included.
 """
 from __future__ import annotations
 
@@ -30,56 +35,53 @@ import lucid.nn as nn
 B, H, D = 1, 8, 64
 
 
-def median_per_step(step, number, samples, sync):
-    per_step = []
-    for _ in range(samples):
-        sync()
-        start = time.perf_counter()
-        for _ in range(number):
-            step()
-        sync()
-        per_step.append((time.perf_counter() - start) / number)
-    return statistics.median(per_step)
+def make_variants(length: int, steps: int, k, v) -> dict:
+    """name -> a function doing the decode step that writes position ``t``."""
+    xp = lucid.get_backend().xp
+    capacity = length + steps + 1
+    floor_k = xp.ones((B, H, capacity, D), dtype=xp.float32)  # ones: every page touched
+    floor_v = xp.ones((B, H, capacity, D), dtype=xp.float32)
+    kd, vd = k.array, v.array
 
+    def floor(t):
+        end = t + 1
+        floor_k[..., t:end, :] = kd
+        floor_v[..., t:end, :] = vd
+        return floor_k[..., :end, :], floor_v[..., :end, :]
 
-def measure(length, number, samples):
-    backend = lucid.get_backend()
-    xp, sync = backend.xp, backend.synchronize
-    k, v = lucid.randn(B, H, 1, D), lucid.randn(B, H, 1, D)
+    variants = {"floor": floor}
     prefill_k, prefill_v = lucid.randn(B, H, length, D), lucid.randn(B, H, length, D)
-    capacity = length + number * samples
-    row = {}
+    for kind in ("dynamic", "static"):
+        for mode in ("[t]", "None"):
+            cache = nn.DynamicKVCache() if kind == "dynamic" else nn.StaticKVCache(capacity, 1)
+            cache.update(prefill_k, prefill_v, 0)
+            update = cache.update
+            if mode == "None":
+                variants[f"{kind}, None"] = lambda t, update=update: update(k, v, 0)
+            else:
+                variants[f"{kind}, [t]"] = lambda t, update=update: update(k, v, 0, cache_position=[t])
+    return variants
 
-    for name, cache in (("dynamic", nn.DynamicKVCache()), ("static", nn.StaticKVCache(capacity, 1))):
-        if name == "static":  # touch every page first, as the floor's buffers are touched
-            cache.update(k, v, 0, cache_position=capacity - 1)
-            cache.reset()
-        cache.update(prefill_k, prefill_v, 0)
-        update = cache.update
-        row[name] = median_per_step(lambda: update(k, v, 0), number, samples, sync)
-        del cache
 
-    kb = xp.zeros((B, H, capacity, D), dtype=xp.float32)
-    vb = xp.zeros((B, H, capacity, D), dtype=xp.float32)
-    kb[...] = 1.0
-    vb[...] = 1.0
-    kd, vd, at = k._data, v._data, [length]
-
-    def floor():
-        s = at[0]
-        kb[..., s:s + 1, :] = kd
-        vb[..., s:s + 1, :] = vd
-        at[0] = s + 1
-
-    row["floor"] = median_per_step(floor, number, samples, sync)
-
-    state = {"k": prefill_k._data, "v": prefill_v._data}
-
-    def concat():
-        state["k"] = xp.concat([state["k"], kd], axis=-2)
-        state["v"] = xp.concat([state["v"], vd], axis=-2)
-
-    row["concat"] = median_per_step(concat, 5, 21, sync)
+def measure(length: int, number: int, samples: int) -> dict:
+    backend = lucid.get_backend()
+    sync = backend.synchronize
+    k, v = lucid.randn(B, H, 1, D), lucid.randn(B, H, 1, D)
+    variants = make_variants(length, number * samples, k, v)
+    names = list(variants)
+    times = {name: [] for name in names}
+    for sample in range(samples):
+        positions = range(length + sample * number, length + (sample + 1) * number)
+        turn = sample % len(names)  # rotate the order: the variant run first has warmer CPU caches
+        for name in names[turn:] + names[:turn]:
+            step = variants[name]
+            sync()
+            start = time.perf_counter()
+            for t in positions:
+                step(t)
+            sync()
+            times[name].append((time.perf_counter() - start) / number)
+    row = {name: statistics.median(t) for name, t in times.items()}
 
     def grow():
         cache = nn.DynamicKVCache()
@@ -94,23 +96,24 @@ def measure(length, number, samples):
     return row
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 1024, 4096])
-    parser.add_argument("--number", type=int, default=100, help="steps per sample")
-    parser.add_argument("--samples", type=int, default=300)
-    args = parser.parse_args()
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 1024, 4096, 16384])
+    parser.add_argument("--number", type=int, default=20, help="steps per sample")
+    parser.add_argument("--samples", type=int, default=101)
+    args = parser.parse_args(argv)
     backend = lucid.get_backend()
     print(f"backend {backend.name} ({backend.device}); B={B} H={H} D={D} float32, one token per step; "
-          f"median of {args.samples} samples x {args.number} steps")
-    print("| T | floor (us) | DynamicKVCache (us, x floor) | StaticKVCache (us, x floor) "
-          "| concat per step (us, x floor) | dynamic from empty, mean (us) |")
-    print("|---:|---:|---:|---:|---:|---:|")
+          f"median of {args.samples} interleaved samples x {args.number} steps; us per step (x floor)")
+    names = ["dynamic, [t]", "static, [t]", "dynamic, None", "static, None"]
+    print("| T | floor | " + " | ".join(f"{n.split(',')[0]}, `cache_position={n.split(', ')[1]}`" for n in names)
+          + " | dynamic from empty, mean |")
+    print("|---:|---:|" + "---:|" * len(names) + "---:|")
     for length in args.lengths:
         r = {key: value * 1e6 for key, value in measure(length, args.number, args.samples).items()}
         f = r["floor"]
-        print(f"| {length} | {f:.2f} | {r['dynamic']:.2f} ({r['dynamic'] / f:.2f}x) | {r['static']:.2f} "
-              f"({r['static'] / f:.2f}x) | {r['concat']:.1f} ({r['concat'] / f:.0f}x) | {r['grow']:.2f} |")
+        cells = " | ".join(f"{r[n]:.2f} ({r[n] / f:.2f}x)" for n in names)
+        print(f"| {length} | {f:.2f} | {cells} | {r['grow']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ def _target(device):
 def _make(fn_name, shape, dtype, device, default=dtypes.Float32, **kw) -> Tensor:
     backend = _target(device)
     xp = backend.xp
-    array = getattr(xp, fn_name)(_shape(shape), dtype=dtypes.to_backend(xp, dtype or default), **kw)
-    return Tensor._wrap(array, backend)
+    array = getattr(xp, fn_name)(_shape(shape), dtype=dtypes.to_backend(backend, dtype or default), **kw)
+    return Tensor.wrap(array, backend)
 
 
 def zeros(*shape, dtype=None, device=None) -> Tensor:
@@ -93,7 +93,7 @@ def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
         dtype = dtypes.Int64 if all_int else dtypes.Float32
     backend = _target(device)
     xp = backend.xp
-    return Tensor._wrap(xp.arange(start, stop, step, dtype=dtypes.to_backend(xp, dtype)), backend)
+    return Tensor.wrap(xp.arange(start, stop, step, dtype=dtypes.to_backend(backend, dtype)), backend)
 
 
 def zeros_like(x: Tensor, dtype=None) -> Tensor:
@@ -113,7 +113,7 @@ def _arrays(tensors, what):
     if not tensors:
         raise ValueError(f"{what} needs at least one tensor")
     first = tensors[0]
-    return first, [first._operand(t) for t in tensors]
+    return first, [first.as_operand(t) for t in tensors]
 
 
 def concatenate(tensors, axis: int = 0) -> Tensor:
@@ -126,7 +126,7 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
     [1.0, 1.0, 0.0]
     """
     first, arrays = _arrays(tensors, "concatenate")
-    return first._new(first._backend.xp.concat(arrays, axis=axis))
+    return first.with_array(first.backend.xp.concat(arrays, axis=axis))
 
 
 def stack(tensors, axis: int = 0) -> Tensor:
@@ -139,7 +139,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
     (2, 2)
     """
     first, arrays = _arrays(tensors, "stack")
-    return first._new(first._backend.xp.stack(arrays, axis=axis))
+    return first.with_array(first.backend.xp.stack(arrays, axis=axis))
 
 
 def where(condition, x, y) -> Tensor:
@@ -152,7 +152,7 @@ def where(condition, x, y) -> Tensor:
     [1.0, 0.0]
     """
     cond = condition if isinstance(condition, Tensor) else Tensor(condition)
-    return cond._new(cond._backend.xp.where(cond._data, cond._operand(x), cond._operand(y)))
+    return cond.with_array(cond.backend.xp.where(cond.array, cond.as_operand(x), cond.as_operand(y)))
 
 
 def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors the array API

@@ -36,7 +36,7 @@ def _random(draw, shape, dtype, device) -> Tensor:
     host = draw(_shape(shape), np.float64 if dtype is dtypes.Float64 else np.float32)
     backend = _target(device)
     array = backend.from_host(host.astype(dtype.xp_name, copy=False))
-    return Tensor._wrap(array, backend)
+    return Tensor.wrap(array, backend)
 
 
 def randn(*shape, dtype=None, device=None) -> Tensor:

@@ -31,7 +31,7 @@ def _host_from_python(data) -> np.ndarray:
 def _backend_and_array(data, device):
     """Find the backend array behind ``data`` (no copy when it already lives on ``device``)."""
     if isinstance(data, Tensor):
-        data = data._data
+        data = data.array
     backend = backends.backend_of(data)
     if backend is not None:
         if device is None or device == backend.device:
@@ -59,6 +59,13 @@ class Tensor:
     device : {"cpu", "gpu"}, optional
         Where to keep the data; default: where it is, or the active backend.
 
+    Attributes
+    ----------
+    array : array
+        The backend array behind the tensor (NumPy, CuPy...), shared, not copied.
+    backend : backends.Backend
+        The backend that array belongs to; ``backend.xp`` is its array namespace.
+
     Examples
     --------
     >>> import lucid
@@ -69,61 +76,71 @@ class Tensor:
     [[2, 4], [6, 8]]
     """
 
-    __slots__ = ("_data", "_backend")
+    __slots__ = ("array", "backend")
     __array_priority__ = 1000  # make NumPy defer to our reflected operators
 
     def __init__(self, data, dtype: DType | None = None, device: str | None = None):
         backend, array = _backend_and_array(data, device)
         if dtype is not None:
-            want = dtypes.to_backend(backend.xp, dtype)
+            want = dtypes.to_backend(backend, dtype)
             if array.dtype != want:
                 array = backend.xp.astype(array, want)
-        self._data = array
-        self._backend = backend
+        self.array = array
+        self.backend = backend
 
     @classmethod
-    def _wrap(cls, array, backend) -> "Tensor":
-        """Wrap a backend array without any checks (internal fast path)."""
+    def wrap(cls, array, backend) -> "Tensor":
+        """Wrap ``array``, an array of ``backend``, without a copy and without any checks.
+
+        The fast path for library code that already knows the backend (e.g. a cache
+        returning views of its storage); anything else should call ``Tensor(...)``.
+
+        Examples
+        --------
+        >>> import numpy as np, lucid
+        >>> lucid.Tensor.wrap(np.zeros(3), lucid.get_backend()).shape
+        (3,)
+        """
         t = object.__new__(cls)
-        t._data = array
-        t._backend = backend
+        t.array = array
+        t.backend = backend
         return t
 
     # -- properties ------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
         """The size of each axis, as a tuple of ints."""
-        return tuple(self._data.shape)
+        return tuple(self.array.shape)
 
     @property
     def ndim(self) -> int:
         """Number of axes."""
-        return self._data.ndim
+        return self.array.ndim
 
     @property
     def dtype(self) -> DType:
         """The lucid dtype, e.g. ``lucid.Float32``."""
-        return dtypes.from_backend(self._backend.xp, self._data.dtype)
+        return dtypes.from_backend(self.backend, self.array.dtype)
 
     @property
     def device(self) -> str:
         """``"cpu"`` or ``"gpu"``."""
-        return self._backend.device
+        return self.backend.device
 
     @property
     def size(self) -> int:
         """Number of elements."""
-        return int(np.prod(self._data.shape, dtype=np.int64))
+        return int(np.prod(self.array.shape, dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the elements."""
-        return self.size * np.dtype(self.dtype.xp_name).itemsize
+        return self.size * self.dtype.itemsize
 
     @property
     def mT(self) -> "Tensor":
         """The matrix transpose: the last two axes swapped."""
-        return self._new(self._backend.xp.matrix_transpose(self._data))
+        return self.with_array(self.backend.xp.matrix_transpose(self.array))
 
     # -- conversion ------------------------------------------------------
     def numpy(self) -> np.ndarray:
@@ -135,7 +152,7 @@ class Tensor:
         >>> lucid.Tensor([1, 2]).numpy()
         array([1, 2])
         """
-        return self._backend.to_host(self._data)
+        return self.backend.to_host(self.array)
 
     def item(self):
         """The single element as a Python scalar.
@@ -181,7 +198,7 @@ class Tensor:
         >>> lucid.Tensor([1.7]).astype(lucid.Int32).tolist()
         [1]
         """
-        return self._new(self._backend.xp.astype(self._data, dtypes.to_backend(self._backend.xp, dtype)))
+        return self.with_array(self.backend.xp.astype(self.array, dtypes.to_backend(self.backend, dtype)))
 
     def __array__(self, dtype=None, copy=None):
         if self.device != "cpu":
@@ -190,10 +207,10 @@ class Tensor:
         return host if dtype is None else host.astype(dtype, copy=False)
 
     def __dlpack__(self, **kwargs):
-        return self._data.__dlpack__(**kwargs)
+        return self.array.__dlpack__(**kwargs)
 
     def __dlpack_device__(self):
-        return self._data.__dlpack_device__()
+        return self.array.__dlpack_device__()
 
     # -- shape manipulation ----------------------------------------------
     def reshape(self, *shape) -> "Tensor":
@@ -207,7 +224,7 @@ class Tensor:
         """
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]
-        return self._new(self._backend.xp.reshape(self._data, tuple(shape)))
+        return self.with_array(self.backend.xp.reshape(self.array, tuple(shape)))
 
     def transpose(self, *axes) -> "Tensor":
         """Permute the axes (all reversed when none are given).
@@ -221,7 +238,7 @@ class Tensor:
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = axes[0]
         axes = tuple(axes) or tuple(reversed(range(self.ndim)))
-        return self._new(self._backend.xp.permute_dims(self._data, axes))
+        return self.with_array(self.backend.xp.permute_dims(self.array, axes))
 
     # -- reductions ------------------------------------------------------
     def sum(self, axis=None, keepdims: bool = False) -> "Tensor":
@@ -233,7 +250,7 @@ class Tensor:
         >>> lucid.Tensor([[1, 2], [3, 4]]).sum(axis=0).tolist()
         [4, 6]
         """
-        return self._new(self._backend.xp.sum(self._data, axis=axis, keepdims=keepdims))
+        return self.with_array(self.backend.xp.sum(self.array, axis=axis, keepdims=keepdims))
 
     def mean(self, axis=None, keepdims: bool = False) -> "Tensor":
         """Arithmetic mean over ``axis`` (all axes by default).
@@ -244,7 +261,7 @@ class Tensor:
         >>> lucid.Tensor([1.0, 2.0]).mean().item()
         1.5
         """
-        return self._new(self._backend.xp.mean(self._data, axis=axis, keepdims=keepdims))
+        return self.with_array(self.backend.xp.mean(self.array, axis=axis, keepdims=keepdims))
 
     def max(self, axis=None, keepdims: bool = False) -> "Tensor":
         """Maximum over ``axis`` (all axes by default).
@@ -255,7 +272,7 @@ class Tensor:
         >>> lucid.Tensor([[1, 5], [3, 2]]).max(axis=1).tolist()
         [5, 3]
         """
-        return self._new(self._backend.xp.max(self._data, axis=axis, keepdims=keepdims))
+        return self.with_array(self.backend.xp.max(self.array, axis=axis, keepdims=keepdims))
 
     def min(self, axis=None, keepdims: bool = False) -> "Tensor":
         """Minimum over ``axis`` (all axes by default).
@@ -266,36 +283,56 @@ class Tensor:
         >>> lucid.Tensor([[1, 5], [3, 2]]).min().item()
         1
         """
-        return self._new(self._backend.xp.min(self._data, axis=axis, keepdims=keepdims))
+        return self.with_array(self.backend.xp.min(self.array, axis=axis, keepdims=keepdims))
 
     # -- helpers ---------------------------------------------------------
-    def _new(self, array) -> "Tensor":
-        return Tensor._wrap(array, self._backend)
+    def with_array(self, array) -> "Tensor":
+        """A tensor of ``array`` (an array of this tensor's backend) on this tensor's backend.
 
-    def _operand(self, other):
-        """The backend array (or Python scalar) to combine with this tensor."""
+        Examples
+        --------
+        >>> import lucid
+        >>> t = lucid.ones(2)
+        >>> t.with_array(t.backend.xp.zeros(3)).tolist()
+        [0.0, 0.0, 0.0]
+        """
+        return Tensor.wrap(array, self.backend)
+
+    def as_operand(self, other):
+        """``other`` as something to combine with this tensor's array: a Python scalar as is,
+        anything else as an array of this tensor's backend.
+
+        Raises ``ValueError`` for a tensor on another backend.
+
+        Examples
+        --------
+        >>> import lucid
+        >>> t = lucid.ones(2)
+        >>> t.as_operand(3), t.as_operand([1.0, 2.0]).tolist()
+        (3, [1.0, 2.0])
+        """
         if isinstance(other, Tensor):
-            if other._backend is not self._backend:
+            if other.backend is not self.backend:
                 raise ValueError(
-                    f"cannot combine a tensor on {self._backend.name}/{self.device} with one on "
-                    f"{other._backend.name}/{other.device}; move one with .to(device) first"
+                    f"cannot combine a tensor on {self.backend.name}/{self.device} with one on "
+                    f"{other.backend.name}/{other.device}; move one with .to(device) first"
                 )
-            return other._data
+            return other.array
         if isinstance(other, (bool, int, float)):
             return other
-        return Tensor(other, device=self.device)._data
+        return Tensor(other, device=self.device).array
 
     # -- indexing --------------------------------------------------------
     def __len__(self) -> int:
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self._data.shape[0]
+        return self.array.shape[0]
 
     def __getitem__(self, key) -> "Tensor":
-        return self._new(self._data[_unwrap_key(key)])
+        return self.with_array(self.array[_unwrap_key(key)])
 
     def __setitem__(self, key, value) -> None:
-        self._data[_unwrap_key(key)] = self._operand(value)
+        self.array[_unwrap_key(key)] = self.as_operand(value)
 
     def __iter__(self):
         for i in range(len(self)):
@@ -320,18 +357,18 @@ class Tensor:
 
 def _unwrap_key(key):
     if isinstance(key, Tensor):
-        return key._data
+        return key.array
     if isinstance(key, tuple):
-        return tuple(k._data if isinstance(k, Tensor) else k for k in key)
+        return tuple(k.array if isinstance(k, Tensor) else k for k in key)
     return key
 
 
 def _binary(op):
     def forward(self, other):
-        return self._new(op(self._data, self._operand(other)))
+        return self.with_array(op(self.array, self.as_operand(other)))
 
     def reflected(self, other):
-        return self._new(op(self._operand(other), self._data))
+        return self.with_array(op(self.as_operand(other), self.array))
 
     return forward, reflected
 
@@ -351,8 +388,8 @@ for _name, _op in {
 }.items():
     setattr(Tensor, f"__{_name}__", _binary(_op)[0])
 
-Tensor.__neg__ = lambda self: self._new(-self._data)
+Tensor.__neg__ = lambda self: self.with_array(-self.array)
 Tensor.__pos__ = lambda self: self
-Tensor.__abs__ = lambda self: self._new(abs(self._data))
-Tensor.__invert__ = lambda self: self._new(~self._data)
+Tensor.__abs__ = lambda self: self.with_array(abs(self.array))
+Tensor.__invert__ = lambda self: self.with_array(~self.array)
 Tensor.__hash__ = None

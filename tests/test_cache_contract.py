@@ -1,41 +1,17 @@
 """The guarantees of CONTRACT.md, on every backend: shapes, positions, views, errors that lose nothing."""
+import re
+
 import numpy as np
 import pytest
 
 import lucid
 import lucid.nn as nn
 
-CACHES = {
-    "dynamic": nn.DynamicKVCache,
-    "static": lambda: nn.StaticKVCache(max_cache_len=16, num_layers=2),
-}
-
+from .helpers import CACHES, assert_unchanged, kv, snapshot
 
 @pytest.fixture(params=sorted(CACHES))
 def cache(request, backend_name):
     return CACHES[request.param]()
-
-
-def kv(b=2, h=3, t=1, d=4, dv=None, dtype=lucid.Float32):
-    return lucid.randn(b, h, t, d).astype(dtype), lucid.randn(b, h, t, dv or d).astype(dtype)
-
-
-def state(cache):
-    """Everything observable about a cache, as host arrays."""
-    out = []
-    for layer in range(2):
-        got = cache.get(layer)
-        out.append(None if got is None else (got[0].numpy().copy(), got[1].numpy().copy()))
-    return out
-
-
-def assert_unchanged(before, cache):
-    after = state(cache)
-    for a, b in zip(before, after):
-        assert (a is None) == (b is None)
-        if a is not None:
-            np.testing.assert_array_equal(a[0], b[0])
-            np.testing.assert_array_equal(a[1], b[1])
 
 
 def test_update_returns_what_get_returns_and_views_storage(cache):
@@ -150,24 +126,43 @@ def test_static_crop_moves_overlapping_range(backend_name):
     assert cache.get(0)[0].numpy().ravel().tolist() == [3, 4, 5, 6, 7, 8, 9]
 
 
-def test_dynamic_growth_is_geometric_and_crop_returns_memory(backend_name):
+def test_dynamic_growth_is_geometric_and_holds_at_most_1_5x_past_256(backend_name):
     cache = nn.DynamicKVCache()
     reallocations, last = 0, None
-    for _ in range(1000):
+    for length in range(1, 3001):
         cache.update(*kv(b=1, h=1, d=2), 0)
-        if cache.layers[0].keys is not last:
-            reallocations, last = reallocations + 1, cache.layers[0].keys
-    assert reallocations <= 11  # log2(1000) + 1: amortized O(1) per append
-    assert cache.layers[0].capacity <= 2 * 1000
+        layer = cache.layers[0]
+        if layer.keys is not last:
+            reallocations, last = reallocations + 1, layer.keys
+        if length > 256:
+            assert layer.capacity <= 1.5 * length
+    assert reallocations <= 10  # 256 * 1.5**9 > 3000: amortized O(1) per append
     cache.crop(10)
-    assert cache.layers[0].capacity < 2 * 10 + 1
+    assert cache.layers[0].capacity == 256
+    assert cache.get_seq_length(0) == 10
+
+
+def test_first_decode_step_after_a_prefill_does_not_copy_the_layer(backend_name):
+    cache = nn.DynamicKVCache()
+    cache.update(*kv(b=1, t=2048), 0)
+    buffer = cache.layers[0].keys
+    for _ in range(100):
+        cache.update(*kv(b=1), 0, cache_position=[cache.get_seq_length(0)])
+    assert cache.layers[0].keys is buffer
 
 
 def test_dynamic_accepts_any_layer_and_static_checks_bounds(backend_name):
     cache = nn.DynamicKVCache()
     cache.update(*kv(), 7)
-    assert cache.get(3) is None and cache.get_seq_length(7) == 1
+    assert cache.get(3) is None and cache.get_seq_length(7) == 1 and len(cache.layers) == 8
     assert cache.get_max_cache_shape() is None
+    static = nn.StaticKVCache(max_cache_len=4, num_layers=2)
+    static.update(*kv(), 1)
+    assert static.get(0) is None and static.get_seq_length(1) == 1
+    with pytest.raises(ValueError, match="num_layers=2"):
+        static.update(*kv(), 2)
+    with pytest.raises(ValueError, match="num_layers=2"):
+        static.get_seq_length(2)
 
 
 def test_numpy_arrays_are_accepted_and_tensors_come_back(backend_name):
@@ -183,69 +178,157 @@ def test_kvcache_itself_is_abstract():
         nn.KVCache()
 
 
-# -- every bad input: the error type, and the cache is exactly as it was ------------
+# -- every bad input: the error type, the argument named, and the cache exactly as it was ---
 
 def _bad_calls():
+    """case -> (error type, text the message must contain, call)."""
     good_k, good_v = kv(t=1)
     return {
-        "empty update": (ValueError, lambda c: c.update(good_k[:, :, :0, :], good_v[:, :, :0, :], 0)),
-        "rank 2": (ValueError, lambda c: c.update(good_k[0, 0, ...], good_v[0, 0, ...], 0)),
-        "key/value mismatch": (ValueError, lambda c: c.update(*kv(t=1, h=2)[:1], good_v, 0)),
-        "other dtype": (ValueError, lambda c: c.update(*kv(dtype=lucid.Float64), 0)),
-        "other heads": (ValueError, lambda c: c.update(*kv(h=5), 0)),
-        "other head dim": (ValueError, lambda c: c.update(*kv(d=8), 0)),
-        "other batch": (ValueError, lambda c: c.update(*kv(b=3), 0)),
-        "other batch, new layer": (ValueError, lambda c: c.update(*kv(b=3), 1)),
-        "not an array": (TypeError, lambda c: c.update([[1.0]], good_v, 0)),
-        "float position": (TypeError, lambda c: c.update(good_k, good_v, 0, cache_position=lucid.Tensor(1.0))),
-        "bool position": (TypeError, lambda c: c.update(good_k, good_v, 0, cache_position=True)),
-        "0-D position, T=2": (ValueError, lambda c: c.update(*kv(t=2), 0, cache_position=3)),
-        "1-D wrong length": (ValueError, lambda c: c.update(good_k, good_v, 0, cache_position=[1, 2])),
-        "2-D wrong batch": (ValueError, lambda c: c.update(good_k, good_v, 0, cache_position=[[1], [2], [3]])),
-        "3-D position": (ValueError, lambda c: c.update(good_k, good_v, 0, cache_position=[[[1]], [[2]]])),
-        "negative position": (ValueError, lambda c: c.update(good_k, good_v, 0, cache_position=-1)),
-        "duplicate position": (ValueError, lambda c: c.update(*kv(t=2), 0, cache_position=[[1, 1], [0, 2]])),
-        "position past static capacity": (ValueError, lambda c: c.update(good_k, good_v, 1, cache_position=16)),
-        "negative layer": (ValueError, lambda c: c.update(good_k, good_v, -1)),
-        "bool layer": (ValueError, lambda c: c.get(True)),
-        "float layer": (ValueError, lambda c: c.get_seq_length(0.0)),
-        "index out of range": (ValueError, lambda c: c.batch_select_indices([0, 2])),
-        "negative index": (ValueError, lambda c: c.reorder_cache([-1, 0])),
-        "2-D indices": (ValueError, lambda c: c.batch_select_indices([[0, 1]])),
-        "float indices": (TypeError, lambda c: c.batch_select_indices(lucid.Tensor([0.0]))),
-        "repeats 0": (ValueError, lambda c: c.batch_repeat_interleave(0)),
-        "repeats float": (ValueError, lambda c: c.batch_repeat_interleave(2.0)),
-        "crop negative": (ValueError, lambda c: c.crop(-1)),
-        "crop bool": (ValueError, lambda c: c.crop(False)),
+        "empty update": (ValueError, "no tokens", lambda c: c.update(good_k[:, :, :0, :], good_v[:, :, :0, :], 0)),
+        "rank 2": (ValueError, "at least 3 axes", lambda c: c.update(good_k[0, 0, ...], good_v[0, 0, ...], 0)),
+        "key/value mismatch": (ValueError, "every axis but the last", lambda c: c.update(*kv(t=1, h=2)[:1], good_v, 0)),
+        "key/value dtypes": (ValueError, "share a dtype", lambda c: c.update(good_k, good_v.astype(lucid.Float64), 0)),
+        "other dtype": (ValueError, "holds Float32; the update is Float64", lambda c: c.update(*kv(dtype=lucid.Float64), 0)),
+        "other heads": (ValueError, "expects key of shape", lambda c: c.update(*kv(h=5), 0)),
+        "other head dim": (ValueError, "expects key of shape", lambda c: c.update(*kv(d=8), 0)),
+        "other batch": (ValueError, "batches of 2 rows", lambda c: c.update(*kv(b=3), 0)),
+        "other batch, new layer": (ValueError, "batches of 2 rows", lambda c: c.update(*kv(b=3), 1)),
+        "key not an array": (TypeError, "key must be", lambda c: c.update([[1.0]], good_v, 0)),
+        "value not an array": (TypeError, "value must be", lambda c: c.update(good_k, "v", 0)),
+        "float position": (TypeError, "cache_position", lambda c: c.update(good_k, good_v, 0, cache_position=lucid.Tensor(1.0))),
+        "float list position": (TypeError, "cache_position", lambda c: c.update(good_k, good_v, 0, cache_position=[3.0])),
+        "bool position": (TypeError, "cache_position", lambda c: c.update(good_k, good_v, 0, cache_position=True)),
+        "bool list position": (TypeError, "cache_position", lambda c: c.update(good_k, good_v, 0, cache_position=[True])),
+        "0-D position, T=2": (ValueError, "0-D cache_position", lambda c: c.update(*kv(t=2), 0, cache_position=3)),
+        "1-D wrong length": (ValueError, "cache_position has shape", lambda c: c.update(good_k, good_v, 0, cache_position=[1, 2])),
+        "2-D wrong batch": (ValueError, "2-D cache_position", lambda c: c.update(good_k, good_v, 0, cache_position=[[1], [2], [3]])),
+        "3-D position": (ValueError, "0, 1 or 2 dimensions", lambda c: c.update(good_k, good_v, 0, cache_position=[[[1]], [[2]]])),
+        "negative position": (ValueError, "non-negative", lambda c: c.update(good_k, good_v, 0, cache_position=-1)),
+        "duplicate position": (ValueError, "repeats a position", lambda c: c.update(*kv(t=2), 0, cache_position=[[1, 1], [0, 2]])),
+        "absurd position": (ValueError, "cache_position up to 1099511627776", lambda c: c.update(good_k, good_v, 0, cache_position=2**40)),
+        "negative layer": (ValueError, "layer_idx", lambda c: c.update(good_k, good_v, -1)),
+        "absurd layer": (ValueError, "layer_idx", lambda c: c.update(good_k, good_v, 2**40)),
+        "bool layer": (TypeError, "layer_idx", lambda c: c.get(True)),
+        "float layer": (TypeError, "layer_idx", lambda c: c.get_seq_length(0.0)),
+        "str layer": (TypeError, "layer_idx", lambda c: c.update(good_k, good_v, "0")),
+        "index out of range": (ValueError, "indices must lie in [0, 2)", lambda c: c.batch_select_indices([0, 2])),
+        "negative index": (ValueError, "beam_idx", lambda c: c.reorder_cache([-1, 0])),
+        "2-D indices": (ValueError, "1-D", lambda c: c.batch_select_indices([[0, 1]])),
+        "empty indices": (ValueError, "non-empty", lambda c: c.batch_select_indices([])),
+        "float indices": (TypeError, "indices", lambda c: c.batch_select_indices(lucid.Tensor([0.0]))),
+        "repeats 0": (ValueError, "repeats", lambda c: c.batch_repeat_interleave(0)),
+        "repeats float": (TypeError, "repeats", lambda c: c.batch_repeat_interleave(2.0)),
+        "absurd repeats": (ValueError, "repeats=4611686018427387904", lambda c: c.batch_repeat_interleave(2**62)),
+        "crop negative": (ValueError, "max_length", lambda c: c.crop(-1)),
+        "crop bool": (TypeError, "max_length", lambda c: c.crop(False)),
+        "crop float": (TypeError, "max_length", lambda c: c.crop(1.0)),
+        "unsupported dtype": (TypeError, "lucid has no dtype", lambda c: c.update(np.ones((2, 3, 1, 4), np.uint32), np.ones((2, 3, 1, 4), np.uint32), 1)),
     }
 
 
 @pytest.mark.parametrize("case", sorted(_bad_calls()))
-def test_bad_input_raises_and_changes_nothing(cache, case):
+def test_bad_input_raises_and_changes_nothing(cache, backend_name, case):
     cache.update(*kv(t=3), 0)
-    before = state(cache)
-    error, call = _bad_calls()[case]
-    if case == "position past static capacity" and not isinstance(cache, nn.StaticKVCache):
-        call(cache)  # the dynamic cache grows instead
-        return
+    before = snapshot(cache)
+    error, text, call = _bad_calls()[case]
+    if case == "unsupported dtype" and backend_name != "numpy":
+        pytest.skip("plain NumPy arrays live on the NumPy backend")
+    if case == "absurd position" and isinstance(cache, nn.StaticKVCache):
+        text = "max_cache_len is 16"
     with pytest.raises(error) as info:
         call(cache)
-    assert len(str(info.value)) > 20  # says what was expected and what arrived
+    assert text in str(info.value)
+    assert_unchanged(before, cache)
+
+
+def test_static_past_capacity_raises_and_changes_nothing(backend_name):
+    cache = nn.StaticKVCache(max_cache_len=4, num_layers=1)
+    cache.update(*kv(t=3), 0)
+    before = snapshot(cache, layers=1)
+    for call in (lambda: cache.update(*kv(t=2), 0), lambda: cache.update(*kv(), 0, cache_position=4)):
+        with pytest.raises(ValueError, match="max_cache_len is 4"):
+            call()
+        assert_unchanged(before, cache, layers=1)
+
+
+@pytest.mark.parametrize("make, text", [
+    (lambda: nn.StaticKVCache(8, 2**62), "num_layers must be an int in [1, 65536]"),
+    (lambda: nn.StaticKVCache(0, 2), "max_cache_len must be an int >= 1"),
+    (lambda: nn.StaticKVCache(8.0, 2), "max_cache_len must be an int"),
+])
+def test_static_constructor_checks_its_arguments(make, text):
+    with pytest.raises((TypeError, ValueError), match=re.escape(text)):
+        make()
+
+
+def test_absurd_static_capacity_is_a_clear_error_at_first_write(backend_name):
+    cache = nn.StaticKVCache(2**62, 2)
+    with pytest.raises(ValueError, match="max_cache_len=4611686018427387904"):
+        cache.update(*kv(), 0)
+    assert cache.get(0) is None and cache.nbytes() == 0
+
+
+def test_numpy_integer_scalars_are_accepted_wherever_ints_are(cache):
+    cache.update(*kv(t=3), np.int64(0), cache_position=np.arange(3, dtype=np.int16))
+    cache.update(*kv(), np.int32(0), cache_position=np.int64(3))
+    cache.update(*kv(), 1, cache_position=[np.int8(2)])
+    assert cache.get_seq_length(np.uint8(0)) == 4 and cache.get_seq_length(1) == 3
+    cache.batch_repeat_interleave(np.int64(2))
+    cache.batch_select_indices([np.int64(3), np.int32(0)])
+    cache.crop(np.int16(2))
+    assert cache.get(np.int64(0))[0].shape == (2, 3, 2, 4)
+
+
+@pytest.mark.parametrize("dtype", [lucid.Float16, lucid.BFloat16, lucid.Float32])
+def test_float16_bfloat16_float32_work_on_every_cache(cache, backend_name, dtype):
+    if lucid.get_backend().dtype(dtype.xp_name) is None:
+        pytest.skip(f"{backend_name} has no {dtype} (the array API standard has neither 16-bit float)")
+    k, v = kv(t=3, dtype=dtype)
+    cache.update(k, v, 0)
+    step_k, step_v = kv(dtype=dtype)
+    k_out, v_out = cache.update(step_k, step_v, 0, cache_position=[3])
+    assert k_out.dtype == dtype and v_out.dtype == dtype
+    np.testing.assert_array_equal(k_out.numpy()[:, :, :3], k.numpy())
+    np.testing.assert_array_equal(v_out.numpy()[:, :, 3:], step_v.numpy())
+    cache.reorder_cache([1, 0])
+    np.testing.assert_array_equal(cache.get(0)[0].numpy()[0], k_out.numpy()[1])
+
+
+@pytest.mark.parametrize("dtype", ["uint32", "complex64", ">f4", "object"])
+def test_dtypes_lucid_cannot_hand_back_are_a_type_error(dtype):
+    cache = nn.DynamicKVCache()
+    cache.update(*kv(), 0)
+    before = snapshot(cache)
+    arr = np.ones((2, 3, 1, 4), dtype=dtype)
+    with pytest.raises(TypeError, match="lucid has no dtype"):
+        cache.update(arr, arr, 1)
     assert_unchanged(before, cache)
 
 
 def test_static_reset_keeps_buffers_for_a_matching_first_write(backend_name):
     cache = nn.StaticKVCache(max_cache_len=8, num_layers=1)
     cache.update(*kv(t=5), 0)
-    buffer = cache.layers[0].keys
+    buffer, held = cache.layers[0].keys, cache.nbytes()
     cache.reset()
     assert cache.get(0) is None and cache.get_seq_length(0) == 0
+    assert cache.nbytes() == held  # the kept buffers are really held, and counted
     k, v = kv(t=1)
     cache.update(k, v, 0, cache_position=2)
     assert cache.layers[0].keys is buffer
     got = cache.get(0)[0].numpy()
     assert not got[:, :, :2, :].any()  # the old tokens do not come back
     np.testing.assert_array_equal(got[:, :, 2:, :], k.numpy())
+
+
+def test_static_reset_releases_buffers_that_do_not_fit_the_next_batch(backend_name):
+    cache = nn.StaticKVCache(max_cache_len=64, num_layers=2)
+    for layer in range(2):
+        cache.update(*kv(b=2, t=5), layer)
+    one_batch = cache.nbytes()
     cache.reset()
-    cache.update(*kv(t=1, d=8), 0)  # other shapes: a fresh buffer
-    assert cache.layers[0].keys is not buffer
+    for layer in range(2):
+        cache.update(*kv(b=4, t=1), layer)  # twice the rows: new buffers replace the kept ones
+    assert cache.nbytes() == 2 * one_batch
+    cache.reset()
+    cache.update(*kv(b=4, d=8, t=1), 0)  # other head size on layer 0 only
+    assert cache.nbytes() == 2 * one_batch + 2 * one_batch // 2

@@ -18,7 +18,7 @@ def max_diff(a, b):
 @pytest.mark.parametrize("options", [{}, {"num_beams": 3}, {"window": 4}], ids=["greedy", "beams", "window"])
 def test_cached_decoding_matches_recompute(backend_name, cache, options):
     model = TinyDecoder(DecoderConfig(num_layers=2))  # weights on the active backend
-    assert model.embed._backend.name == backend_name
+    assert model.embed.backend.name == backend_name
     cached = generate(model, PROMPT, 12, cache=cache, **options)
     plain = generate(model, PROMPT, 12, cache="none", **options)
     assert cached.tokens.shape == (2, 17)

@@ -17,7 +17,7 @@ def test_python_data_defaults(backend_name):
 def test_numpy_input_is_zero_copy_and_keeps_dtype():
     a = np.arange(4, dtype=np.float16)
     t = lucid.Tensor(a)
-    assert t._data is a and t.dtype == lucid.Float16
+    assert t.array is a and t.dtype == lucid.Float16
     assert np.shares_memory(np.asarray(t), a)
 
 

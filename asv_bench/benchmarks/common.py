@@ -47,14 +47,14 @@ class Floor:
     def __init__(self, like, capacity):
         xp = lucid.get_backend().xp
         batch, heads, _, dim = like.shape
-        self.keys = xp.ones((batch, heads, capacity, dim), dtype=like._data.dtype)  # touched pages
-        self.values = xp.ones((batch, heads, capacity, dim), dtype=like._data.dtype)
+        self.keys = xp.ones((batch, heads, capacity, dim), dtype=like.array.dtype)  # touched pages
+        self.values = xp.ones((batch, heads, capacity, dim), dtype=like.array.dtype)
         self.length = 0
 
     def update(self, k, v):
         start, end = self.length, self.length + k.shape[-2]
-        self.keys[..., start:end, :] = k._data
-        self.values[..., start:end, :] = v._data
+        self.keys[..., start:end, :] = k.array
+        self.values[..., start:end, :] = v.array
         self.length = end
 
 

@@ -90,13 +90,13 @@ class TinyDecoder:
             before it.
         """
         ids = self.as_input(input_ids)
-        xp = ids._backend.xp
+        xp = ids.backend.xp
         batch, length = ids.shape
         start = cache.get_seq_length(0) if cache is not None else 0
         slots = self.as_input(range(start, start + length) if cache_position is None else cache_position)
         positions = slots if position_ids is None else self.as_input(position_ids)
         cos, sin = self._rotary(positions)
-        x = ids._new(xp.reshape(xp.take(self.embed._data, xp.reshape(ids._data, (-1,)), axis=0), (batch, length, -1)))
+        x = ids.with_array(xp.reshape(xp.take(self.embed.array, xp.reshape(ids.array, (-1,)), axis=0), (batch, length, -1)))
         c = self.config
         for layer_idx, w in enumerate(self.layers):
             h = _rms_norm(x)
@@ -106,7 +106,7 @@ class TinyDecoder:
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             if cache is not None:
                 k, v = cache.update(k, v, layer_idx, cache_position=slots)
-            key_slots = ids._new(xp.arange(k.shape[2]))
+            key_slots = ids.with_array(xp.arange(k.shape[2]))
             visible = key_slots.reshape(1, -1) <= slots.reshape(-1, 1)
             if window is not None:
                 visible = visible & (slots.reshape(-1, 1) - key_slots.reshape(1, -1) < window)
@@ -118,25 +118,25 @@ class TinyDecoder:
 
     def as_input(self, values) -> Tensor:
         """Integer ids or positions as a Tensor on the model's backend (where its weights live)."""
-        backend = self.embed._backend
+        backend = self.embed.backend
         if isinstance(values, Tensor):
-            return values if values._backend is backend else Tensor._wrap(backend.from_host(values.numpy()), backend)
-        return Tensor._wrap(backend.from_host(np.asarray(values, dtype=np.int64)), backend)
+            return values if values.backend is backend else Tensor.wrap(backend.from_host(values.numpy()), backend)
+        return Tensor.wrap(backend.from_host(np.asarray(values, dtype=np.int64)), backend)
 
     def _rotary(self, positions: Tensor):
         angles = positions.astype(dtypes.Float32).reshape(-1, 1) * self.inv_freq.reshape(1, -1)
-        xp = angles._backend.xp
-        return angles._new(xp.cos(angles._data)), angles._new(xp.sin(angles._data))
+        xp = angles.backend.xp
+        return angles.with_array(xp.cos(angles.array)), angles.with_array(xp.sin(angles.array))
 
 
 def _rms_norm(x: Tensor) -> Tensor:
-    xp = x._backend.xp
-    return x._new(x._data / xp.sqrt(xp.mean(x._data * x._data, axis=-1, keepdims=True) + 1e-6))
+    xp = x.backend.xp
+    return x.with_array(x.array / xp.sqrt(xp.mean(x.array * x.array, axis=-1, keepdims=True) + 1e-6))
 
 
 def _sigmoid(x: Tensor) -> Tensor:
-    xp = x._backend.xp
-    return x._new(1.0 / (1.0 + xp.exp(-x._data)))
+    xp = x.backend.xp
+    return x.with_array(1.0 / (1.0 + xp.exp(-x.array)))
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:
@@ -151,8 +151,8 @@ def _merge_heads(x: Tensor) -> Tensor:
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotary embedding over the last axis; ``cos``/``sin`` have shape ``(T, D/2)``."""
-    xp = x._backend.xp
+    xp = x.backend.xp
     half = x.shape[-1] // 2
-    a, b = x._data[..., :half], x._data[..., half:]
-    c, s = cos._data, sin._data
-    return x._new(xp.concat([a * c - b * s, a * s + b * c], axis=-1))
+    a, b = x.array[..., :half], x.array[..., half:]
+    c, s = cos.array, sin.array
+    return x.with_array(xp.concat([a * c - b * s, a * s + b * c], axis=-1))

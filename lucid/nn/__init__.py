@@ -1,4 +1,6 @@
 """Neural-network building blocks; chiefly the KV caches of :mod:`lucid.nn.cache`."""
-from .cache import Cache, DynamicKVCache, EncoderDecoderCache, KVCache, StaticKVCache
+from .cache import (Cache, DynamicKVCache, DynamicLayer, EncoderDecoderCache, KVCache, KVLayer, StaticKVCache,
+                    StaticLayer)
 
-__all__ = ["Cache", "DynamicKVCache", "EncoderDecoderCache", "KVCache", "StaticKVCache"]
+__all__ = ["Cache", "DynamicKVCache", "DynamicLayer", "EncoderDecoderCache", "KVCache", "KVLayer",
+           "StaticKVCache", "StaticLayer"]

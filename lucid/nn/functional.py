@@ -26,13 +26,13 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     [0.5, 0.5, 0.0]
     """
     x = _tensor(x, "x")
-    xp = x._backend.xp
-    data = x._data
+    xp = x.backend.xp
+    data = x.array
     peak = xp.max(data, axis=axis, keepdims=True)
     peak = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))
     weights = xp.exp(data - peak)
     total = xp.sum(weights, axis=axis, keepdims=True)
-    return x._new(weights / xp.where(total > 0, total, xp.ones_like(total)))
+    return x.with_array(weights / xp.where(total > 0, total, xp.ones_like(total)))
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: bool = False,
@@ -69,8 +69,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
     (1, 4, 1, 8)
     """
     query, key, value = _tensor(query, "query"), _tensor(key, "key"), _tensor(value, "value")
-    xp = query._backend.xp
-    q, k, v = query._data, query._operand(key), query._operand(value)
+    xp = query.backend.xp
+    q, k, v = query.array, query.as_operand(key), query.as_operand(value)
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(f"query, key and value must be 4-D (B, H, L, D); got {q.shape}, {k.shape}, {v.shape}")
     batch, q_heads, q_len, dim = q.shape
@@ -91,14 +91,14 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
         rows = xp.arange(q_len)[:, None] + (k_len - q_len)
         blocked = xp.arange(k_len)[None, :] > rows
     if attn_mask is not None:
-        mask = query._operand(_tensor(attn_mask, "attn_mask"))
+        mask = query.as_operand(_tensor(attn_mask, "attn_mask"))
         if mask.dtype == xp.bool:
             blocked = ~mask if blocked is None else (blocked | ~mask)
         else:
             scores = scores + mask
     if blocked is not None:
         scores = xp.where(blocked, xp.asarray(-math.inf, dtype=scores.dtype), scores)
-    weights = softmax(query._new(scores))._data
+    weights = softmax(query.with_array(scores)).array
     weights = xp.reshape(weights, (batch, kv_heads, group, q_len, k_len))
     out = weights @ v[:, :, None, ...]
-    return query._new(xp.reshape(out, (batch, q_heads, q_len, v.shape[-1])))
+    return query.with_array(xp.reshape(out, (batch, q_heads, q_len, v.shape[-1])))

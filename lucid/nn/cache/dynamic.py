@@ -1,24 +1,36 @@
-"""``DynamicKVCache``: layers that grow as tokens arrive."""
-from .base import KVCache
+"""``DynamicKVCache``: layers that appear on first write and grow as tokens arrive."""
+from .dynamic_layer import DynamicLayer
+from .kv_cache import KVCache
 
 
 class DynamicKVCache(KVCache):
-    """A KV cache without a length limit; each layer's buffer grows geometrically.
+    """A KV cache without a length limit: every layer a :class:`~lucid.nn.DynamicLayer`.
 
-    Appending a token costs amortized O(token): a layer's buffer doubles when
-    full, so it holds at most about twice the live tokens; ``crop`` hands the
-    memory back once less than half of it is live, and ``reset`` drops it.
-    Any non-negative ``layer_idx`` is accepted; layers never written answer
-    ``None`` from ``get`` and 0 from ``get_seq_length``.
+    Appending a token costs amortized O(token); past 256 positions a layer holds at most
+    1.5x its live positions; ``crop`` hands memory back and ``reset`` drops it. Any
+    non-negative ``layer_idx`` (below 65536) is accepted; layers never written answer
+    ``None`` / 0.
 
     Examples
     --------
     >>> import lucid, lucid.nn as nn
     >>> cache = nn.DynamicKVCache()
     >>> for step in range(3):
-    ...     k, v = cache.update(lucid.randn(2, 8, 1, 64), lucid.randn(2, 8, 1, 64), layer_idx=0)
-    >>> k.shape, cache.get_max_cache_shape()
-    ((2, 8, 3, 64), None)
+    ...     k, v = cache.update(lucid.randn(1, 8, 1, 64), lucid.randn(1, 8, 1, 64), layer_idx=0)
+    >>> k.shape, cache.get_seq_length(0)
+    ((1, 8, 3, 64), 3)
     """
 
-    _max_capacity = None
+    def __init__(self) -> None:
+        super().__init__()
+
+    def new_layer(self) -> DynamicLayer:
+        """A fresh :class:`~lucid.nn.DynamicLayer` for a ``layer_idx`` seen for the first time.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.DynamicKVCache().new_layer().written
+        False
+        """
+        return DynamicLayer()

@@ -1,9 +1,11 @@
 """``EncoderDecoderCache``: a self-attention and a cross-attention cache side by side."""
 from __future__ import annotations
 
-from .base import Cache, KVCache
+from typing import Callable
+
+from .base import Cache, commit_all
 from .dynamic import DynamicKVCache
-from .host_checks import check_int
+from .kv_cache import KVCache
 
 
 class EncoderDecoderCache(Cache):
@@ -11,8 +13,9 @@ class EncoderDecoderCache(Cache):
 
     ``update``, ``get`` and ``get_seq_length`` go to the self-attention cache,
     or to the cross-attention one with ``is_cross_attention=True``. The batch
-    utilities, ``crop`` and ``reset`` apply to both, and are checked against
-    both before either changes.
+    utilities, ``crop`` and ``reset`` apply to both: both are prepared (arguments
+    checked, memory allocated) before either changes, so whichever would fail,
+    neither changes. ``nbytes`` counts both.
 
     Parameters
     ----------
@@ -101,69 +104,60 @@ class EncoderDecoderCache(Cache):
     def _both(self):
         return self.self_attention_cache, self.cross_attention_cache
 
-    def _select_rows_in_both(self, prepare) -> None:
-        """Validate against both caches first, then change both."""
-        rows = [prepare(cache) for cache in self._both()]
-        for cache, cache_rows in zip(self._both(), rows):
-            cache._select_rows(cache_rows)
+    def nbytes(self) -> int:
+        """Bytes both caches hold.
 
-    def batch_select_indices(self, indices) -> None:
-        """Keep batch rows ``indices`` in both caches.
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.EncoderDecoderCache(nn.StaticKVCache(8, 1), nn.StaticKVCache(4, 1))
+        >>> _ = cache.update(lucid.randn(1, 1, 2, 4), lucid.randn(1, 1, 2, 4), 0, is_cross_attention=True)
+        >>> cache.nbytes()  # 4 positions x (4 + 4) float32 values
+        128
+        """
+        return sum(cache.nbytes() for cache in self._both())
+
+    def prepare_select(self, indices, name: str = "indices") -> Callable[[], None]:
+        """Prepare both caches to keep batch rows ``indices``; either failing changes neither.
 
         Examples
         --------
         >>> import lucid, lucid.nn as nn
         >>> cache = nn.EncoderDecoderCache()
         >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
-        >>> cache.batch_select_indices([1])
-        >>> cache.get(0, is_cross_attention=True)[0].shape[0]
+        >>> commit = cache.prepare_select([1])
+        >>> commit(); cache.get(0, is_cross_attention=True)[0].shape[0]
         1
         """
-        self._select_rows_in_both(lambda cache: cache._prepare_select(indices, "indices"))
+        return commit_all([cache.prepare_select(indices, name) for cache in self._both()])
 
-    def reorder_cache(self, beam_idx) -> None:
-        """Reorder the batch of both caches for beam search.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> cache = nn.EncoderDecoderCache()
-        >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
-        >>> cache.reorder_cache([1, 0, 0])
-        >>> cache.get(0, is_cross_attention=True)[0].shape[0]
-        3
-        """
-        self._select_rows_in_both(lambda cache: cache._prepare_select(beam_idx, "beam_idx"))
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        """Repeat each batch row ``repeats`` times in both caches.
+    def prepare_repeat(self, repeats: int) -> Callable[[], None]:
+        """Prepare both caches to repeat each batch row ``repeats`` times.
 
         Examples
         --------
         >>> import lucid, lucid.nn as nn
         >>> cache = nn.EncoderDecoderCache()
         >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
-        >>> cache.batch_repeat_interleave(2)
-        >>> cache.get(0, is_cross_attention=True)[0].shape[0]
+        >>> commit = cache.prepare_repeat(2)
+        >>> commit(); cache.get(0, is_cross_attention=True)[0].shape[0]
         4
         """
-        self._select_rows_in_both(lambda cache: cache._prepare_repeat(repeats))
+        return commit_all([cache.prepare_repeat(repeats) for cache in self._both()])
 
-    def crop(self, max_length: int) -> None:
-        """Crop both caches to their latest ``max_length`` positions.
+    def prepare_crop(self, max_length: int) -> Callable[[], None]:
+        """Prepare both caches to keep their latest ``max_length`` positions.
 
         Examples
         --------
         >>> import lucid, lucid.nn as nn
         >>> cache = nn.EncoderDecoderCache()
         >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
-        >>> cache.crop(3)
-        >>> cache.get_seq_length(0, is_cross_attention=True)
+        >>> commit = cache.prepare_crop(3)
+        >>> commit(); cache.get_seq_length(0, is_cross_attention=True)
         3
         """
-        check_int(max_length, "max_length", minimum=0)
-        for cache in self._both():
-            cache.crop(max_length)
+        return commit_all([cache.prepare_crop(max_length) for cache in self._both()])
 
     def reset(self) -> None:
         """Reset both caches.
@@ -179,3 +173,4 @@ class EncoderDecoderCache(Cache):
         """
         for cache in self._both():
             cache.reset()
+

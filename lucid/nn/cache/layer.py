@@ -1,0 +1,456 @@
+"""``KVLayer``: the key/value storage of one attention layer, written once over the array namespace.
+
+The buffers have shape ``(B, ..., capacity, D)`` with the sequence on axis -2. Slots
+``[0, length)`` hold the layer's tokens (never-written slots among them are zeros); slots at
+and past ``length`` are scratch and never shown. Subclasses choose the capacity policy
+(:class:`~lucid.nn.DynamicLayer`, :class:`~lucid.nn.StaticLayer`); everything else lives here.
+
+Every change is prepared first (new buffers allocated, copies made) and committed after, by
+plain attribute assignments that cannot fail, so a call that raises, out of memory included,
+leaves the layer exactly as it was.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from typing import Callable, NamedTuple
+
+import backends
+
+from ... import dtypes
+from ...tensor import Tensor
+from .arguments import is_next, parse_positions
+
+_wrap = Tensor.wrap
+_new_object = object.__new__
+
+
+def _nothing() -> None:
+    """The commit of a change that changes nothing."""
+
+
+def as_arrays(key, value):
+    """The backend arrays behind ``key`` and ``value``, or a ``TypeError`` naming the bad one.
+
+    Examples
+    --------
+    >>> import lucid
+    >>> from lucid.nn.cache.layer import as_arrays
+    >>> k, v = as_arrays(lucid.ones(1, 1, 1, 2), lucid.ones(1, 1, 1, 2))
+    >>> k.shape
+    (1, 1, 1, 2)
+    """
+    arrays = []
+    for name, x in (("key", key), ("value", value)):
+        if isinstance(x, Tensor):
+            x = x.array
+        elif backends.backend_of(x) is None:
+            raise TypeError(f"{name} must be a lucid.Tensor or a NumPy/CuPy array, got {type(x).__name__}")
+        arrays.append(x)
+    return arrays
+
+
+def check_pair(k, v) -> None:
+    """What any key/value update must satisfy: ranks, matching axes, dtype and device, ``T >= 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lucid.nn.cache.layer import check_pair
+    >>> check_pair(np.ones((1, 2, 3, 4)), np.ones((1, 2, 3, 6)))  # the value head size may differ
+    """
+    if k.ndim < 3:
+        raise ValueError(f"key must have at least 3 axes (batch, ..., seq_len, head_dim), got shape {tuple(k.shape)}")
+    if tuple(k.shape[:-1]) != tuple(v.shape[:-1]):
+        raise ValueError(
+            f"key and value must agree on every axis but the last; got key {tuple(k.shape)} "
+            f"and value {tuple(v.shape)}"
+        )
+    if k.shape[-2] < 1:
+        raise ValueError("key/value hold no tokens (seq_len is 0); an update needs at least one token")
+    if type(k) is not type(v):
+        raise ValueError(f"key and value must live on one device; got {type(k).__name__} and {type(v).__name__}")
+    if k.dtype != v.dtype:
+        raise ValueError(f"key and value must share a dtype; got {k.dtype} and {v.dtype}")
+
+
+def check_batch(expected: int, got: int) -> None:
+    """Every layer of a cache holds the same number of batch rows.
+
+    Examples
+    --------
+    >>> from lucid.nn.cache.layer import check_batch
+    >>> check_batch(2, 2)
+    """
+    if got != expected:
+        raise ValueError(
+            f"the cache holds batches of {expected} rows; the update has {got}. "
+            "batch_repeat_interleave / batch_select_indices change the batch of every layer"
+        )
+
+
+class Spec(NamedTuple):
+    """What a layer's first write fixes: backend, array type, dtype, and the shapes of one token."""
+
+    backend: object
+    array_type: type
+    dtype: object  # the backend's dtype object
+    lucid_dtype: dtypes.DType
+    step_k: tuple  # shape of a one-token key update, (B, ..., 1, D)
+    step_v: tuple
+
+    @classmethod
+    def of(cls, k, v) -> "Spec":
+        """The spec of an update ``k``/``v``; ``TypeError`` for a dtype lucid cannot hand back."""
+        backend = backends.backend_of(k)
+        return cls(backend, type(k), k.dtype, dtypes.from_backend(backend, k.dtype),
+                   tuple(k.shape[:-2]) + (1, k.shape[-1]), tuple(v.shape[:-2]) + (1, v.shape[-1]))
+
+    def same_layout(self, other: "Spec | None") -> bool:
+        """Whether buffers made for ``other`` can hold updates of this spec."""
+        return (other is not None and self.array_type is other.array_type and self.dtype == other.dtype
+                and self.step_k == other.step_k and self.step_v == other.step_v)
+
+    def with_batch(self, batch: int) -> "Spec":
+        return self._replace(step_k=(batch,) + self.step_k[1:], step_v=(batch,) + self.step_v[1:])
+
+    def bytes_per_position(self) -> int:
+        return (math.prod(self.step_k) + math.prod(self.step_v)) * self.lucid_dtype.itemsize
+
+
+class KVLayer(abc.ABC):
+    """Keys and values of one attention layer; subclasses set the capacity policy.
+
+    A layer starts unwritten and takes its dtype, device and every axis but the sequence
+    from its first update. :meth:`update` handles every kind of write, with a fast path
+    for the decode step.
+
+    Attributes
+    ----------
+    keys, values : array or None
+        The buffers, shape ``(B, ..., capacity, D)``; ``None`` before the first write.
+    length : int
+        Positions held (``[0, length)`` are shown).
+    capacity : int
+        Positions the buffers have room for.
+    written : bool
+        Whether the layer holds tokens (``get`` answers ``None`` otherwise).
+
+    Examples
+    --------
+    >>> import lucid, lucid.nn as nn
+    >>> layer = nn.DynamicLayer()
+    >>> k, v = layer.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4))
+    >>> layer.length, k.shape
+    (3, (1, 2, 3, 4))
+    """
+
+    #: The constructor argument that sets the capacity (named in errors), or ``None``.
+    capacity_argument: str | None = None
+
+    def __init__(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        self.keys = self.values = None
+        self.length = 0
+        self.capacity = 0
+        self.written = False
+        self._spec: Spec | None = None
+        # The fast path's checks, copied out of the spec: one token of exactly this shape,
+        # dtype and array type may be appended without further checks.
+        self._step_k = self._step_v = self._dtype = self._type = self._backend = None
+
+    # -- policy ----------------------------------------------------------
+    @abc.abstractmethod
+    def capacity_for(self, needed: int) -> int:
+        """The capacity to allocate when ``needed`` positions do not fit (``ValueError`` if never).
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticLayer(16).capacity_for(5)
+        16
+        """
+
+    def shrunk_capacity(self, length: int) -> int | None:
+        """The smaller capacity ``crop`` should move a layer of ``length`` positions to, or ``None``.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticLayer(16).shrunk_capacity(2) is None
+        True
+        """
+        return None
+
+    # -- reading ---------------------------------------------------------
+    @property
+    def batch_size(self) -> int | None:
+        """Batch rows of a written layer, else ``None``.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.DynamicLayer()
+        >>> _ = layer.update(lucid.randn(3, 1, 1, 2), lucid.randn(3, 1, 1, 2))
+        >>> layer.batch_size
+        3
+        """
+        return self._spec.step_k[0] if self.written else None
+
+    @property
+    def backend(self):
+        """The backend of the layer's buffers (``None`` before the first write).
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.DynamicLayer().backend is None
+        True
+        """
+        return None if self._spec is None else self._spec.backend
+
+    def get(self):
+        """``(keys, values)`` views of the ``length`` positions held, or ``None`` if unwritten.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.DynamicLayer()
+        >>> layer.get() is None
+        True
+        """
+        if not self.written:
+            return None
+        end, backend = self.length, self._spec.backend
+        return _wrap(self.keys[..., :end, :], backend), _wrap(self.values[..., :end, :], backend)
+
+    def nbytes(self) -> int:
+        """Bytes the layer's buffers hold (capacity, not just live positions; kept buffers count).
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.StaticLayer(8)
+        >>> _ = layer.update(lucid.randn(1, 1, 1, 4), lucid.randn(1, 1, 1, 4))
+        >>> layer.nbytes()  # 8 positions x (4 + 4) float32 values
+        256
+        """
+        if self.keys is None:
+            return 0
+        return (self.keys.size + self.values.size) * self._spec.lucid_dtype.itemsize
+
+    # -- writing ---------------------------------------------------------
+    def update(self, key, value, cache_position=None):
+        """Write ``key``/``value`` (shape ``(B, ..., T, D)``) and return ``(keys, values)`` views.
+
+        ``cache_position`` is ``None`` (append), or positions in any form the cache contract
+        accepts (int, list, range, 1-D ``(T,)`` or 2-D ``(B, T)`` integer array or tensor).
+        Never-written slots below the new length read as zeros.
+
+        The decode step takes a fast path: one token of exactly the layer's shape, dtype and
+        device, at the next position (``None``, ``[t]``, ``t``... see
+        :func:`~lucid.nn.cache.arguments.is_next`), with room left, is written after a few
+        identity and shape comparisons. Anything else goes through every check.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.DynamicLayer()
+        >>> _ = layer.update(lucid.ones(1, 1, 1, 2), lucid.ones(1, 1, 1, 2), cache_position=2)
+        >>> layer.get()[0][0, 0, :, 0].tolist()
+        [0.0, 0.0, 1.0]
+        """
+        k = key.array if type(key) is Tensor else key
+        v = value.array if type(value) is Tensor else value
+        start = self.length
+        # An unwritten layer has _step_k None, so the shape test fails for it.
+        if (start < self.capacity and type(k) is type(v) is self._type
+                and k.shape == self._step_k and v.shape == self._step_v and k.dtype is v.dtype is self._dtype
+                and (cache_position is None
+                     or (type(cache_position) is list and len(cache_position) == 1  # what models send
+                         and cache_position[0] == start and type(cache_position[0]) is int)
+                     or is_next(cache_position, start, 1))):
+            end = start + 1
+            keys, values, backend = self.keys, self.values, self._backend
+            keys[..., start:end, :] = k
+            values[..., start:end, :] = v
+            self.length = end
+            # Two Tensor views, built as Tensor.wrap does, without its call overhead.
+            out_k = _new_object(Tensor)
+            out_k.array = keys[..., :end, :]
+            out_k.backend = backend
+            out_v = _new_object(Tensor)
+            out_v.array = values[..., :end, :]
+            out_v.backend = backend
+            return out_k, out_v
+        return self._update_checked(key, value, cache_position)
+
+    def _update_checked(self, key, value, cache_position):
+        k, v = as_arrays(key, value)
+        check_pair(k, v)
+        spec = self._check_fits(k, v)
+        live = self.length if self.written else 0
+        n_tokens = k.shape[-2]
+        if cache_position is None or is_next(cache_position, live, n_tokens):
+            pos, lo, hi = None, live, live + n_tokens
+            reason = f"appending {n_tokens} token(s) after position {live}"
+        else:
+            pos = parse_positions(cache_position, n_tokens, k.shape[0])
+            lo, hi = pos.lo, max(live, pos.hi)
+            reason = f"cache_position up to {pos.hi - 1}"
+            if pos.contiguous and pos.lo == live:
+                pos = None
+        keys, values, capacity = self._buffers_for(spec, hi, live, reason)
+        if pos is None:
+            keys[..., lo:hi, :] = k
+            values[..., lo:hi, :] = v
+        else:
+            if pos.hi > live and not pos.covers(live):
+                keys[..., live:pos.hi, :] = 0
+                values[..., live:pos.hi, :] = 0
+            if pos.contiguous:
+                keys[..., pos.lo:pos.hi, :] = k
+                values[..., pos.lo:pos.hi, :] = v
+            else:
+                backend = spec.backend
+                positions = backend.from_host(pos.host)
+                backend.scatter(keys, k, positions, pos.lo, pos.hi)
+                backend.scatter(values, v, positions, pos.lo, pos.hi)
+        self._commit(spec, keys, values, capacity, hi)
+        return self.get()
+
+    def _check_fits(self, k, v) -> Spec:
+        """The spec after this update: the layer's own, or (first write) the update's."""
+        if not self.written:
+            return Spec.of(k, v)
+        spec = self._spec
+        if type(k) is not spec.array_type:
+            raise ValueError(
+                f"this layer lives on {spec.backend.name}/{spec.backend.device}; the update is a "
+                f"{type(k).__module__}.{type(k).__name__}. Move it with .to(device) first"
+            )
+        if k.dtype != spec.dtype:
+            got = dtypes.from_backend(spec.backend, k.dtype)  # TypeError if lucid has no such dtype
+            raise ValueError(f"this layer holds {spec.lucid_dtype}; the update is {got}. Cast it first")
+        check_batch(spec.step_k[0], k.shape[0])
+        for name, got, step in (("key", k.shape, spec.step_k), ("value", v.shape, spec.step_v)):
+            if tuple(got[:-2]) != step[:-2] or got[-1] != step[-1]:
+                want = "(" + ", ".join(map(str, step[:-2])) + f", seq_len, {step[-1]})"
+                raise ValueError(f"this layer expects {name} of shape {want}, got {tuple(got)}")
+        return spec
+
+    def _buffers_for(self, spec: Spec, needed: int, live: int, reason: str):
+        """Buffers with room for ``needed`` positions holding the ``live`` ones: the current
+        buffers when they fit, else new ones (not yet installed)."""
+        if needed <= self.capacity and spec.same_layout(self._spec):
+            return self.keys, self.values, self.capacity
+        capacity = self.capacity_for(needed)
+        keys, values = self._allocate(spec, capacity, reason)
+        if live:
+            keys[..., :live, :] = self.keys[..., :live, :]
+            values[..., :live, :] = self.values[..., :live, :]
+        # Touch the room for later tokens now, while we are copying anyway: the decode steps
+        # that fill it then write to memory the OS has already mapped (no page faults there).
+        keys[..., live:, :] = 0
+        values[..., live:, :] = 0
+        return keys, values, capacity
+
+    def _allocate(self, spec: Spec, capacity: int, reason: str):
+        """Two new buffers of ``capacity`` positions; ``ValueError`` if they could never fit."""
+        size = capacity * spec.bytes_per_position()
+        total = spec.backend.total_memory()
+        if size > total:
+            blame = f"{self.capacity_argument}={capacity}" if self.capacity_argument else reason
+            raise ValueError(
+                f"{blame}: a layer of {capacity} positions would need {size / 2**30:,.1f} GiB, more than "
+                f"the {total / 2**30:,.1f} GiB of memory on this {spec.backend.device}"
+            )
+        xp = spec.backend.xp
+        keys = xp.empty(spec.step_k[:-2] + (capacity, spec.step_k[-1]), dtype=spec.dtype)
+        values = xp.empty(spec.step_v[:-2] + (capacity, spec.step_v[-1]), dtype=spec.dtype)
+        return keys, values
+
+    def _commit(self, spec: Spec, keys, values, capacity: int, length: int) -> None:
+        self.keys, self.values, self.capacity, self.length = keys, values, capacity, length
+        self._spec = spec
+        self._step_k, self._step_v, self._dtype = spec.step_k, spec.step_v, spec.dtype
+        self._type, self._backend = spec.array_type, spec.backend
+        self.written = True
+
+    # -- whole-layer edits, prepared then committed -----------------------
+    def prepare_select(self, rows) -> Callable[[], None]:
+        """Prepare to replace the batch by ``rows`` (validated host ints); return the commit.
+
+        Only the live positions are copied, into buffers of the same capacity.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.DynamicLayer()
+        >>> _ = layer.update(lucid.randn(2, 1, 3, 2), lucid.randn(2, 1, 3, 2))
+        >>> commit = layer.prepare_select([1, 1, 0])
+        >>> layer.batch_size
+        2
+        >>> commit(); layer.batch_size
+        3
+        """
+        if not self.written:
+            return _nothing
+        rows = [int(r) for r in rows]
+        spec = self._spec.with_batch(len(rows))
+        keys, values = self._allocate(spec, self.capacity, f"a batch of {len(rows)} rows")
+        live, backend = self.length, spec.backend
+        backend.copy_rows(keys[..., :live, :], self.keys[..., :live, :], rows)
+        backend.copy_rows(values[..., :live, :], self.values[..., :live, :], rows)
+        return lambda: self._commit(spec, keys, values, self.capacity, live)
+
+    def prepare_crop(self, max_length: int) -> Callable[[], None]:
+        """Prepare to keep the latest ``max_length`` positions, renumbered from 0; return the commit.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.DynamicLayer()
+        >>> _ = layer.update(lucid.randn(1, 1, 5, 2), lucid.randn(1, 1, 5, 2))
+        >>> commit = layer.prepare_crop(2)
+        >>> commit(); layer.length
+        2
+        """
+        if not self.written or self.length <= max_length:
+            return _nothing
+        spec, start, end = self._spec, self.length - max_length, self.length
+        capacity = self.shrunk_capacity(max_length)
+        if capacity is not None and capacity < self.capacity:
+            keys, values = self._allocate(spec, capacity, f"crop({max_length})")
+            keys[..., :max_length, :] = self.keys[..., start:end, :]
+            values[..., :max_length, :] = self.values[..., start:end, :]
+            return lambda: self._commit(spec, keys, values, capacity, max_length)
+        # In place: copy the kept positions first (source and destination may overlap).
+        xp = spec.backend.xp
+        kept_k = xp.asarray(self.keys[..., start:end, :], copy=True)
+        kept_v = xp.asarray(self.values[..., start:end, :], copy=True)
+
+        def commit() -> None:
+            self.keys[..., :max_length, :] = kept_k
+            self.values[..., :max_length, :] = kept_v
+            self.length = max_length
+
+        return commit
+
+    def reset(self) -> None:
+        """Forget the contents and release the buffers (``StaticLayer`` keeps them for reuse).
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.DynamicLayer()
+        >>> _ = layer.update(lucid.randn(1, 1, 5, 2), lucid.randn(1, 1, 5, 2))
+        >>> layer.reset(); layer.get() is None, layer.nbytes()
+        (True, 0)
+        """
+        self._release()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(length={self.length}, capacity={self.capacity}, written={self.written})"
