@@ -1,4 +1,5 @@
 """``python -m lucid``: print the backend, versions and device, then run a short self-check."""
+import argparse
 import sys
 
 import array_api_compat
@@ -6,6 +7,7 @@ import numpy
 
 import lucid
 import lucid.nn as nn
+from lucid.cli import activate_backend
 
 
 def self_check() -> bool:
@@ -24,8 +26,11 @@ def self_check() -> bool:
     return ok
 
 
-def main() -> int:
-    backend = lucid.get_backend()
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lucid", description=__doc__)
+    parser.add_argument("--backend", choices=["numpy", "cupy", "auto"], help="overrides LUCID_BACKEND")
+    args = parser.parse_args(argv)
+    backend = activate_backend(args.backend)
     print(f"lucid {lucid.__version__}  backend {backend.name}  device {backend.device}")
     print(f"python {sys.version.split()[0]}  numpy {numpy.__version__}  array-api-compat {array_api_compat.__version__}")
     if backend.name == "cupy":

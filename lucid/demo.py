@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-import lucid
+from lucid.cli import activate_backend, positive_int, tolerance
 from lucid.generation import generate
 from lucid.models import DecoderConfig, TinyDecoder
 
@@ -37,24 +37,25 @@ class Progress:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=int, default=300, help="new tokens per run (default 300)")
-    parser.add_argument("--batch", type=int, default=2, help="prompts decoded together (default 2)")
-    parser.add_argument("--beams", type=int, default=4, help="beams for the beam-search run (default 4)")
-    parser.add_argument("--window", type=int, default=64, help="window of the sliding-window run (default 64)")
-    parser.add_argument("--prompt-len", type=int, default=16)
+    parser = argparse.ArgumentParser(prog="python -m lucid.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=positive_int, default=300, help="new tokens per run (default 300)")
+    parser.add_argument("--batch", type=positive_int, default=2, help="prompts decoded together (default 2)")
+    parser.add_argument("--beams", type=positive_int, default=4, help="beams for the beam-search run (default 4)")
+    parser.add_argument("--window", type=positive_int, default=64,
+                        help="window of the sliding-window run (default 64)")
+    parser.add_argument("--prompt-len", type=positive_int, default=16, help="prompt tokens (default 16)")
     parser.add_argument("--cache", choices=["dynamic", "static", "both"], default="both")
     parser.add_argument("--backend", choices=["numpy", "cupy", "auto"], help="overrides LUCID_BACKEND")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest logit difference allowed")
+    parser.add_argument("--layers", type=positive_int, default=4, help="decoder layers (default 4)")
+    parser.add_argument("--tolerance", type=tolerance, default=1e-4,
+                        help="largest logit difference allowed (default 1e-4)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.backend:
-        lucid.set_backend(args.backend)
-    backend = lucid.get_backend()
+    backend = activate_backend(args.backend)
     model = TinyDecoder(DecoderConfig(num_layers=args.layers))
     prompt = np.random.default_rng(0).integers(0, model.config.vocab_size, size=(args.batch, args.prompt_len))
     kinds = ["dynamic", "static"] if args.cache == "both" else [args.cache]

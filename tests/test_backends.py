@@ -1,6 +1,8 @@
 """Backend selection, the extra operations, and the promise not to import CuPy unless asked."""
+import asyncio
 import os
 import subprocess
+import threading
 import sys
 
 import numpy as np
@@ -49,6 +51,71 @@ def test_use_backend_restores_the_previous_one():
     assert backends.get_backend() is before
 
 
+def test_use_backend_in_one_thread_does_not_change_another():
+    entered, release = threading.Event(), threading.Event()
+    seen = {}
+
+    def worker():
+        with backends.use_backend("array_api_strict"):
+            entered.set()
+            release.wait(10)
+            seen["worker"] = backends.get_backend().name
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    entered.wait(10)
+    seen["main"] = backends.get_backend().name  # while the worker is inside its block
+    release.set()
+    thread.join(10)
+    assert seen == {"main": "numpy", "worker": "array_api_strict"}
+
+
+def test_async_tasks_each_keep_their_own_backend():
+    async def task(name, ready, go):
+        with backends.use_backend(name):
+            ready.set()
+            await go.wait()
+            return backends.get_backend().name
+
+    async def main():
+        go = asyncio.Event()
+        ready = [asyncio.Event(), asyncio.Event()]
+        tasks = [asyncio.create_task(task(n, r, go)) for n, r in zip(["array_api_strict", "numpy"], ready)]
+        for r in ready:
+            await r.wait()
+        go.set()
+        return await asyncio.gather(*tasks)
+
+    assert asyncio.run(main()) == ["array_api_strict", "numpy"]
+
+
+def test_blocks_exited_out_of_order_restore_what_is_still_open():
+    base = backends.get_backend()
+    outer = backends.use_backend("numpy")
+    inner = backends.use_backend("array_api_strict")
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)  # the outer block ends first
+    assert backends.get_backend().name == "array_api_strict"  # the inner one is still open
+    inner.__exit__(None, None, None)
+    assert backends.get_backend() is base
+
+
+def test_set_backend_sets_the_default_that_use_backend_overrides():
+    previous = backends.get_backend().name
+    try:
+        backends.set_backend("array_api_strict")
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(backends.get_backend().name))
+        thread.start()
+        thread.join(10)
+        assert seen == ["array_api_strict"]  # the default is process-wide
+        with backends.use_backend("numpy"):
+            assert backends.get_backend().name == "numpy"
+    finally:
+        backends.set_backend(previous)
+
+
 def _scatter_case(backend, positions, lo, hi):
     xp = backend.xp
     rng = np.random.default_rng(0)
@@ -70,6 +137,17 @@ def _scatter_case(backend, positions, lo, hi):
 def test_scatter_matches_a_loop(name, positions):
     pos = np.asarray(positions)
     _scatter_case(backends.load_backend(name), positions, int(pos.min()), int(pos.max()) + 1)
+
+
+def test_copy_rows_and_dtypes():
+    for name in ("numpy", "array_api_strict"):
+        backend = backends.load_backend(name)
+        src = backend.from_host(np.arange(12.0).reshape(3, 4))
+        dst = backend.xp.zeros((4, 4))
+        backend.copy_rows(dst, src, [2, 0, 2, 1])
+        np.testing.assert_array_equal(backend.to_host(dst)[:, 0], [8, 0, 8, 4])
+    assert str(backends.load_backend("numpy").dtype("bfloat16")) == "bfloat16"
+    assert backends.load_backend("numpy").dtype("complex256x") is None
 
 
 def test_host_round_trip_and_synchronize():

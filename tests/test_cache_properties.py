@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 import lucid
 import lucid.nn as nn
 
+from .helpers import assert_same_snapshot, snapshot
 from .reference import ReferenceCache
 
 H, DK, DV = 2, 3, 2
@@ -33,24 +34,43 @@ def assert_same(cache, model):
         np.testing.assert_array_equal(got[1].numpy(), want[1])
 
 
-def snapshot(cache):
-    return [None if cache.get(i) is None else (cache.get(i)[0].numpy().copy(), cache.get(i)[1].numpy().copy())
-            for i in range(NUM_LAYERS)]
+def as_form(data, positions):
+    """The same positions in one of the forms callers use: list, NumPy array, Tensor, range."""
+    form = data.draw(st.sampled_from(["list", "numpy", "tensor32", "tensor64"]
+                                     + (["range"] if _is_range(positions) else [])))
+    if form == "list":
+        return positions
+    if form == "numpy":
+        return np.asarray(positions, dtype=np.int16)
+    if form == "range":
+        return range(positions[0], positions[-1] + 1)
+    return lucid.Tensor(positions, dtype=lucid.Int32 if form == "tensor32" else lucid.Int64)
 
 
-def draw_positions(data, batch, n_tokens):
-    mode = data.draw(st.sampled_from(["append", "0d", "1d", "2d"]))
+def _is_range(positions):
+    return isinstance(positions, list) and positions and isinstance(positions[0], int) and \
+        positions == list(range(positions[0], positions[0] + len(positions)))
+
+
+def draw_positions(data, batch, n_tokens, length):
+    """(cache_position to pass, the same as plain ints for the reference), over every mode."""
+    mode = data.draw(st.sampled_from(["append", "next", "0d", "1d", "2d"]))
     slots = st.lists(st.integers(0, 10), min_size=n_tokens, max_size=n_tokens, unique=True)
     if mode == "append":
         return None, None
+    if mode == "next":  # what models send: exactly the next positions
+        p = list(range(length, length + n_tokens))
+        return as_form(data, p), p
     if mode == "0d":
         p = data.draw(st.integers(0, 10))
-        return lucid.Tensor(p, dtype=lucid.Int32), p
+        return data.draw(st.sampled_from([p, np.int64(p), lucid.Tensor(p, dtype=lucid.Int32)])), p
     if mode == "1d":
         p = data.draw(slots)
-        return lucid.Tensor(p, dtype=lucid.Int64), p
+        return as_form(data, p), p
     rows = [data.draw(slots) for _ in range(batch)]
-    return lucid.Tensor(rows, dtype=lucid.Int32), rows
+    if data.draw(st.booleans()):
+        rows = [rows[0]] * batch  # the same positions for every row, written as 2-D
+    return as_form(data, rows), rows
 
 
 @pytest.mark.parametrize("kind", ["dynamic", "static"])
@@ -62,7 +82,7 @@ def test_random_operations_match_reference(backend_name, kind, data):
     for _ in range(data.draw(st.integers(1, 12))):
         op = data.draw(st.sampled_from(["update", "update", "update", "select", "repeat", "crop", "reset"]))
         batch = model.batch()
-        before = snapshot(cache)
+        before = snapshot(cache, NUM_LAYERS)
         if op == "update":
             b = batch or data.draw(st.integers(1, 3))
             n_tokens = data.draw(st.integers(1, 3))
@@ -72,15 +92,16 @@ def test_random_operations_match_reference(backend_name, kind, data):
             k = (np.arange(b * H * n_tokens * DK, dtype=np.float32) + counter).reshape(b, H, n_tokens, DK)
             v = -(np.arange(b * H * n_tokens * DV, dtype=np.float32) + counter).reshape(b, H, n_tokens, DV)
             counter += 1000
-            pos_tensor, pos = draw_positions(data, b, n_tokens)
-            if pos is not None and isinstance(pos, int) and n_tokens != 1:
+            length = 0 if layer not in model.layers else model.layers[layer][0].shape[-2]
+            pos_tensor, pos = draw_positions(data, b, n_tokens, length)
+            if isinstance(pos, int) and n_tokens != 1:
                 pos_tensor, pos = None, None
             try:
                 model.update(k, v, layer, pos)
             except ValueError:
                 with pytest.raises(ValueError):
                     cache.update(lucid.Tensor(k), lucid.Tensor(v), layer, cache_position=pos_tensor)
-                assert_equal_snapshot(before, snapshot(cache))
+                assert_same_snapshot(before, snapshot(cache, NUM_LAYERS))
                 continue
             k_out, v_out = cache.update(lucid.Tensor(k), lucid.Tensor(v), layer, cache_position=pos_tensor)
             np.testing.assert_array_equal(k_out.numpy(), model.layers[layer][0])
@@ -108,12 +129,3 @@ def test_random_operations_match_reference(backend_name, kind, data):
             cache.reset()
             model.reset()
         assert_same(cache, model)
-
-
-def assert_equal_snapshot(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert (x is None) == (y is None)
-        if x is not None:
-            np.testing.assert_array_equal(x[0], y[0])
-            np.testing.assert_array_equal(x[1], y[1])

@@ -104,5 +104,22 @@ def test_mixing_backends_in_one_operation_is_an_error():
 
 def test_to_and_astype():
     t = lucid.Tensor([1, 2])
-    assert t.to("cpu") is not None and t.to("cpu").tolist() == [1, 2]
-    assert t.astype(lucid.Float64).dtype == lucid.Float64
+    moved = t.to("cpu")
+    assert moved.array is t.array and moved.tolist() == [1, 2]  # already there: no copy
+    converted = t.astype(lucid.Float64)
+    assert converted.dtype == lucid.Float64 and converted.tolist() == [1.0, 2.0]
+
+
+def test_public_surface_for_library_code(backend_name):
+    t = lucid.ones(2, 3)
+    assert t.backend is lucid.get_backend() and t.array.shape == (2, 3)
+    wrapped = lucid.Tensor.wrap(t.array, t.backend)
+    assert wrapped.array is t.array
+    other = t.with_array(t.backend.xp.zeros((4,)))
+    assert other.backend is t.backend and other.tolist() == [0.0] * 4
+    assert t.as_operand(2.5) == 2.5 and t.as_operand(lucid.zeros(3)).shape == (3,)
+
+
+def test_bfloat16_tensors_on_numpy():
+    t = lucid.Tensor([1.5, -2.0], dtype=lucid.BFloat16)
+    assert t.dtype == lucid.BFloat16 and t.nbytes == 4 and t.astype(lucid.Float32).tolist() == [1.5, -2.0]

@@ -105,7 +105,9 @@ class TinyDecoder:
             v = _heads(h @ w["v"], c.num_kv_heads)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             if cache is not None:
-                k, v = cache.update(k, v, layer_idx, cache_position=slots)
+                # The caller's positions as given (e.g. the host list [t]): the cache recognises
+                # the next positions without a copy; ``slots`` is the model's own Tensor of them.
+                k, v = cache.update(k, v, layer_idx, cache_position=cache_position)
             key_slots = ids.with_array(xp.arange(k.shape[2]))
             visible = key_slots.reshape(1, -1) <= slots.reshape(-1, 1)
             if window is not None:

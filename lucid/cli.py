@@ -1,0 +1,61 @@
+"""Argument types and error reporting shared by lucid's command-line entry points."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+import lucid
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an int >= 1.
+
+    Examples
+    --------
+    >>> from lucid.cli import positive_int
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def tolerance(text: str) -> float:
+    """An argparse type: a finite float >= 0.
+
+    Examples
+    --------
+    >>> from lucid.cli import tolerance
+    >>> tolerance("1e-4")
+    0.0001
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def activate_backend(name: str | None):
+    """Activate ``name`` (or what ``LUCID_BACKEND`` says) and return it; on failure print the
+    reason, without a traceback, and exit with status 2.
+
+    Examples
+    --------
+    >>> from lucid.cli import activate_backend
+    >>> activate_backend("numpy").name
+    'numpy'
+    """
+    try:
+        return lucid.set_backend(name) if name else lucid.get_backend()
+    except lucid.BackendError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
