@@ -26,6 +26,10 @@ class NumpyBackend(Backend):
     def from_dlpack(self, obj):
         return np.from_dlpack(obj)
 
+    def take_rows(self, src, rows):
+        # Fancy indexing reads a strided source in place; np.take copies it contiguous first.
+        return src[np.asarray(rows)]
+
     def scatter(self, buf, values, positions, lo, hi):
         fancy_scatter(np, buf, values, positions)
 

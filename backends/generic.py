@@ -137,6 +137,18 @@ class Backend:
         for i, row in enumerate(rows):
             dst[i, ...] = src[row, ...]
 
+    def take_rows(self, src, rows):
+        """A new array of the rows ``rows`` (host ints) of ``src`` along axis 0.
+
+        Examples
+        --------
+        >>> import backends
+        >>> b = backends.load_backend("array_api_strict")
+        >>> b.to_host(b.take_rows(b.xp.asarray([[1.0], [2.0]]), [1, 1])).ravel().tolist()
+        [2.0, 2.0]
+        """
+        return self.xp.take(src, self.xp.asarray(rows), axis=0)
+
     # -- writing tokens at positions -------------------------------------
     def scatter(self, buf, values, positions, lo: int, hi: int) -> None:
         """Write ``values`` into ``buf`` in place at ``positions`` along axis -2.

@@ -383,7 +383,10 @@ class KVLayer(abc.ABC):
     def prepare_select(self, rows) -> Callable[[], None]:
         """Prepare to replace the batch by ``rows`` (validated host ints); return the commit.
 
-        Only the live positions are copied, into buffers of the same capacity.
+        Only live positions move. When the batch size stays (``reorder_cache`` in beam search)
+        the rows are rearranged in place: rows that are overwritten but still needed as a
+        source are copied aside first, then each changed row is written once. Otherwise the
+        rows are gathered into new buffers of the same capacity.
 
         Examples
         --------
@@ -399,12 +402,38 @@ class KVLayer(abc.ABC):
         if not self.written:
             return _nothing
         rows = [int(r) for r in rows]
+        live, backend = self.length, self._spec.backend
+        if len(rows) == self.batch_size:
+            return self._prepare_rearrange(rows)
         spec = self._spec.with_batch(len(rows))
         keys, values = self._allocate(spec, self.capacity, f"a batch of {len(rows)} rows")
-        live, backend = self.length, spec.backend
         backend.copy_rows(keys[..., :live, :], self.keys[..., :live, :], rows)
         backend.copy_rows(values[..., :live, :], self.values[..., :live, :], rows)
         return lambda: self._commit(spec, keys, values, self.capacity, live)
+
+    def _prepare_rearrange(self, rows: list) -> Callable[[], None]:
+        """In-place ``prepare_select`` for a batch of the same size."""
+        changed = [i for i, row in enumerate(rows) if row != i]
+        overwritten = set(changed)
+        sources = sorted({rows[i] for i in changed} & overwritten)  # needed, but overwritten first
+        live, backend = self.length, self._spec.backend
+        if sources:  # one gather into one array (large enough for the OS's huge pages)
+            saved_k = backend.take_rows(self.keys[..., :live, :], sources)
+            saved_v = backend.take_rows(self.values[..., :live, :], sources)
+        slot = {row: n for n, row in enumerate(sources)}
+
+        def commit() -> None:
+            keys, values = self.keys, self.values
+            for i in changed:
+                row = rows[i]
+                if row in slot:
+                    keys[i, ..., :live, :] = saved_k[slot[row], ...]
+                    values[i, ..., :live, :] = saved_v[slot[row], ...]
+                else:
+                    keys[i, ..., :live, :] = keys[row, ..., :live, :]
+                    values[i, ..., :live, :] = values[row, ..., :live, :]
+
+        return commit
 
     def prepare_crop(self, max_length: int) -> Callable[[], None]:
         """Prepare to keep the latest ``max_length`` positions, renumbered from 0; return the commit.
