@@ -1,54 +1,99 @@
-"""lucid's caches next to the floor (bare slice writes of the same bytes) on each backend.
+"""lucid's caches next to the floor (bare slice writes or gathers of the same bytes) on each backend.
 
-Every timed benchmark has a ``floor`` value of its ``cache`` parameter where that
-makes sense, so a dashboard line reads as a ratio to it. GPU timings synchronise.
+Every timed benchmark has a ``floor`` value of its ``cache`` parameter, so a dashboard line
+reads as a ratio to it. GPU timings synchronise. asv re-runs ``setup`` before every timed
+call when a benchmark sets ``number = 1``; the stateful ones do, and time a batch of steps
+inside one call where one step is too short to time.
 """
 import lucid
 
 from .common import BACKENDS, DTYPES, SHAPES, Floor, filled_cache, new_cache, sync, tokens, use_backend
 
-STEPS = 100  # decode steps per timed call (asv re-runs setup before every timed call)
+STEPS = 100  # decode steps per timed call
+
+
+def _decode_steps(backend, cache, shape, dtype, length, cache_position):
+    """(setup object, step function) for STEPS decode steps after a prefill of ``length`` tokens."""
+    use_backend(backend)
+    k, v = tokens(shape, 1, dtype), tokens(shape, 1, dtype)
+    prefill = tokens(shape, length, dtype)
+    capacity = length + STEPS + 1
+    if cache == "floor":
+        target = Floor(k, capacity)
+        target.update(prefill, prefill)
+        return lambda t: target.update(k, v)
+    target = new_cache(cache, capacity)
+    target.update(prefill, prefill, 0)
+    update = target.update
+    if cache_position == "[t]":
+        return lambda t: update(k, v, 0, cache_position=[t])
+    return lambda t: update(k, v, 0)
 
 
 class DecodeStep:
-    """100 consecutive decode steps: ``update`` of one token on one layer holding ``length`` tokens.
+    """100 decode steps: ``update`` of one token on a layer of ``length`` tokens, views returned.
 
-    Divide by 100 for one step. Steady state: the dynamic cache has room for the
-    timed steps (its growth is timed by FullDecode and weighed by Memory).
+    ``cache_position="[t]"`` is the path models take (the position given every step);
+    ``None`` a plain append. Divide by 100 for one step. The dynamic cache runs in the
+    headroom its prefill left; its growth is timed by FullDecode and weighed by Memory.
     """
 
-    params = [BACKENDS, ["floor", "dynamic", "static"], list(SHAPES), list(DTYPES), [128, 1024, 4096]]
-    param_names = ["backend", "cache", "shape", "dtype", "length"]
+    params = [BACKENDS, ["floor", "dynamic", "static"], ["[t]", "None"], [128, 1024, 4096, 16384]]
+    param_names = ["backend", "cache", "cache_position", "length"]
     number = 1
     warmup_time = 0
     timeout = 600
 
-    def setup(self, backend, cache, shape, dtype, length):
-        use_backend(backend)
-        self.k, self.v = tokens(shape, 1, dtype), tokens(shape, 1, dtype)
-        prefill = tokens(shape, length, dtype)
-        capacity = length + 2 * STEPS
-        if cache == "floor":
-            self.target = Floor(self.k, capacity)
-            self.target.update(prefill, prefill)
-            self.step = lambda: self.target.update(self.k, self.v)
-        else:
-            self.target = new_cache(cache, capacity)
-            if cache == "static":  # touch every page first, like the floor's buffers
-                self.target.update(self.k, self.v, 0, cache_position=capacity - 1)
-                self.target.reset()
-            self.target.update(prefill, prefill, 0)
-            if cache == "dynamic":  # steady state: grow once now, so the timed steps do not
-                self.target.update(self.k, self.v, 0)
-                self.target.crop(length)
-            update = self.target.update
-            self.step = lambda: update(self.k, self.v, 0)
+    def setup(self, backend, cache, cache_position, length):
+        self.step = _decode_steps(backend, cache, "B1-H8-D64", "float32", length, cache_position)
+        self.start = length
         sync()
 
     def time_100_updates(self, *params):
         step = self.step
-        for _ in range(STEPS):
-            step()
+        for t in range(self.start, self.start + STEPS):
+            step(t)
+        sync()
+
+
+class DecodeStepShapes:
+    """DecodeStep on the model's path at 1024 tokens, over batch/head shapes and dtypes."""
+
+    params = [BACKENDS, ["floor", "dynamic", "static"], list(SHAPES), list(DTYPES)]
+    param_names = ["backend", "cache", "shape", "dtype"]
+    number = 1
+    warmup_time = 0
+    timeout = 600
+
+    def setup(self, backend, cache, shape, dtype):
+        self.step = _decode_steps(backend, cache, shape, dtype, 1024, "[t]")
+        sync()
+
+    def time_100_updates(self, *params):
+        step = self.step
+        for t in range(1024, 1024 + STEPS):
+            step(t)
+        sync()
+
+
+class FirstStepAfterPrefill:
+    """The first decode step after a 2048-token prefill (B=8, H=32, D=128, float32).
+
+    It must write in place: a prefill leaves headroom, so no layer is copied here.
+    """
+
+    params = [BACKENDS, ["floor", "dynamic", "static"]]
+    param_names = ["backend", "cache"]
+    number = 1
+    warmup_time = 0
+    repeat = (3, 10, 20.0)
+
+    def setup(self, backend, cache):
+        self.step = _decode_steps(backend, cache, "B8-H32-D128", "float32", 2048, "[t]")
+        sync()
+
+    def time_first_step(self, *params):
+        self.step(2048)
         sync()
 
 
@@ -67,7 +112,7 @@ class Prefill:
         if self.cache == "floor":
             Floor(self.k, 1024).update(self.k, self.v)
         else:
-            new_cache(self.cache, 1024).update(self.k, self.v, 0)
+            new_cache(self.cache, 1024).update(self.k, self.v, 0, cache_position=range(1024))
         sync()
 
 
@@ -79,9 +124,9 @@ class PositionWrites:
 
     def setup(self, backend, cache, positions):
         use_backend(backend)
-        self.k, self.v = tokens("B8-H32-D128", 16, "float32"), tokens("B8-H32-D128", 16, "float32")
+        self.k, self.v = tokens("B8-H32-D128", 16), tokens("B8-H32-D128", 16)
         self.cache = new_cache(cache, 1024)
-        self.cache.update(tokens("B8-H32-D128", 1024, "float32"), tokens("B8-H32-D128", 1024, "float32"), 0)
+        self.cache.update(tokens("B8-H32-D128", 1024), tokens("B8-H32-D128", 1024), 0)
         slots = [(37 * i) % 1024 for i in range(16)]
         rows = [[(s + 101 * b) % 1024 for s in slots] for b in range(8)]
         self.pos = lucid.Tensor(slots if positions == "1d" else rows, dtype=lucid.Int32)
@@ -91,22 +136,49 @@ class PositionWrites:
         sync()
 
 
-class Beams:
-    """Beam bookkeeping over 12 layers of 1024 tokens: expand to 4 beams, then reorder them."""
+class _LiveRows:
+    """The floor of a batch operation: gathering the rows of every layer's live tokens."""
 
-    params = [BACKENDS, ["dynamic", "static"]]
-    param_names = ["backend", "cache"]
+    def __init__(self, batch, num_layers=12, length=1024):
+        xp = lucid.get_backend().xp
+        self.arrays = [xp.ones((batch, 8, length, 64), dtype=xp.float32) for _ in range(2 * num_layers)]
+
+    def gather(self, rows):
+        xp = lucid.get_backend().xp
+        idx = xp.asarray(rows)
+        return [xp.take(a, idx, axis=0) for a in self.arrays]
+
+
+class Beams:
+    """Beam bookkeeping over 12 layers of 1024 tokens (B=1, H=8, D=64).
+
+    ``repeat``: expand to 4 beams; ``reorder``: reorder 4 beams (one step of beam search).
+    The floor gathers the same rows of contiguous arrays holding just the live tokens.
+    """
+
+    params = [BACKENDS, ["floor", "dynamic", "static"], ["repeat", "reorder"]]
+    param_names = ["backend", "cache", "operation"]
     number = 1  # each call changes the batch; asv re-runs setup before every timed call
     warmup_time = 0
 
-    def setup(self, backend, cache):
+    def setup(self, backend, cache, operation):
         use_backend(backend)
-        self.cache = filled_cache(cache)
-        self.order = lucid.Tensor([3, 1, 0, 2], dtype=lucid.Int32)
+        batch = 1 if operation == "repeat" else 4
+        self.rows = [0, 0, 0, 0] if operation == "repeat" else [3, 1, 0, 2]
+        if cache == "floor":
+            self.target = _LiveRows(batch)
+            self.run = lambda: self.target.gather(self.rows)
+            return
+        self.target = filled_cache(cache)
+        if operation == "reorder":
+            self.target.batch_repeat_interleave(4)
+            self.run = lambda: self.target.reorder_cache(self.rows)
+        else:
+            self.run = lambda: self.target.batch_repeat_interleave(4)
+        sync()
 
-    def time_repeat_and_reorder(self, *params):
-        self.cache.batch_repeat_interleave(4)
-        self.cache.reorder_cache(self.order)
+    def time_batch_operation(self, *params):
+        self.run()
         sync()
 
 
@@ -136,7 +208,7 @@ class Get:
     def setup(self, backend, cache):
         use_backend(backend)
         self.cache = new_cache(cache, 1024)
-        k = tokens("B1-H8-D64", 1000, "float32")
+        k = tokens("B1-H8-D64", 1000)
         self.cache.update(k, k, 0)
 
     def time_get(self, *params):
@@ -144,7 +216,7 @@ class Get:
 
 
 class FullDecode:
-    """1024 decode steps over 12 layers (B=1, H=8, D=64), from an empty cache."""
+    """1024 decode steps over 12 layers (B=1, H=8, D=64) from an empty cache, on the model's path."""
 
     params = [BACKENDS, ["floor", "dynamic", "static"]]
     param_names = ["backend", "cache"]
@@ -153,7 +225,7 @@ class FullDecode:
 
     def setup(self, backend, cache):
         use_backend(backend)
-        self.k = tokens("B1-H8-D64", 1, "float32")
+        self.k = tokens("B1-H8-D64", 1)
         self.cache = cache
 
     def _decode(self):
@@ -164,9 +236,9 @@ class FullDecode:
                     f.update(self.k, self.k)
             return floors
         cache = new_cache(self.cache, 1024, num_layers=12)
-        for _ in range(1024):
+        for t in range(1024):
             for layer in range(12):
-                cache.update(self.k, self.k, layer)
+                cache.update(self.k, self.k, layer, cache_position=[t])
         return cache
 
     def time_decode(self, *params):
@@ -178,18 +250,18 @@ class FullDecode:
 
 
 class Memory:
-    """Bytes a cache holds per live token, as a ratio to the bytes of those tokens."""
+    """Bytes a cache holds, as a ratio to the bytes of its live tokens, after appending one by one."""
 
-    params = [["dynamic", "static"], [100, 1000, 1025, 4096]]
+    params = [["dynamic", "static"], [100, 256, 257, 1000, 1025, 4096]]
     param_names = ["cache", "live_tokens"]
     unit = "held / live bytes"
 
     def setup(self, cache, live_tokens):
         use_backend("numpy")
         self.cache = new_cache(cache, 4096)
-        k = tokens("B1-H8-D64", 1, "float32")
-        for _ in range(live_tokens):
-            self.cache.update(k, k, 0)
+        k = tokens("B1-H8-D64", 1)
+        for t in range(live_tokens):
+            self.cache.update(k, k, 0, cache_position=[t])
         self.live_bytes = 2 * live_tokens * k.nbytes
 
     def track_bytes_ratio(self, *params):

@@ -2,7 +2,8 @@
 
 Runs only where ``torch`` and ``transformers`` import (``pip install -e ".[compare]"``);
 asv skips it otherwise. Compare with bench_cache.DecodeStep (numpy, B1-H8-D64,
-float32) and bench_cache.Beams.
+float32; transformers' StaticCache is given ``cache_position`` every step, as models do)
+and bench_cache.Beams.
 """
 STEPS = 100
 
@@ -25,7 +26,7 @@ def _static(transformers, layers, capacity):
 class PeerDecodeStep:
     """100 consecutive decode steps (B=1, H=8, D=64, float32) from a cache of ``length`` tokens."""
 
-    params = [["DynamicCache", "StaticCache"], [128, 1024, 4096]]
+    params = [["DynamicCache", "StaticCache"], [128, 1024, 4096, 16384]]
     param_names = ["cache", "length"]
     number = 1
     warmup_time = 0
@@ -57,26 +58,30 @@ class PeerDecodeStep:
 
 
 class PeerBeams:
-    """Expand 12 layers of 1024 tokens to 4 beams, then reorder them.
+    """Beam bookkeeping over 12 layers of 1024 tokens: expand to 4 beams, or reorder 4 beams.
 
-    DynamicCache only: transformers 5.23's StaticCache layers have no
-    ``batch_repeat_interleave``.
+    DynamicCache only: transformers' StaticCache layers have no ``batch_repeat_interleave``.
+    Compare with bench_cache.Beams.
     """
 
-    params = [["DynamicCache"]]
-    param_names = ["cache"]
+    params = [["DynamicCache"], ["repeat", "reorder"]]
+    param_names = ["cache", "operation"]
     number = 1
     warmup_time = 0
 
-    def setup(self, cache):
+    def setup(self, cache, operation):
         torch, transformers = _import()
         torch.set_num_threads(1)
         k = torch.randn(1, 8, 1024, 64)
         self.cache = transformers.DynamicCache()
         for layer in range(12):
             self.cache.update(k, k, layer)
-        self.order = torch.tensor([3, 1, 0, 2])
+        if operation == "reorder":
+            self.cache.batch_repeat_interleave(4)
+            order = torch.tensor([3, 1, 0, 2])
+            self.run = lambda: self.cache.reorder_cache(order)
+        else:
+            self.run = lambda: self.cache.batch_repeat_interleave(4)
 
-    def time_repeat_and_reorder(self, *params):
-        self.cache.batch_repeat_interleave(4)
-        self.cache.reorder_cache(self.order)
+    def time_batch_operation(self, *params):
+        self.run()

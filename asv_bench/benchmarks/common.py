@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark modules: backend switching and cache/floor construction."""
+"""Helpers shared by the benchmark modules: backend switching, cache and floor construction."""
 import lucid
 import lucid.nn as nn
 from backends._cupy import gpu_problem
@@ -18,7 +18,7 @@ def use_backend(name):
     return lucid.set_backend(name)
 
 
-def tokens(shape, length, dtype):
+def tokens(shape, length, dtype="float32"):
     """Random tokens; long runs are zeros (timing does not depend on values, and setup stays quick)."""
     batch, heads, dim = SHAPES[shape]
     if length > 64:
@@ -32,17 +32,18 @@ def new_cache(kind, capacity, num_layers=1):
     return nn.StaticKVCache(max_cache_len=capacity, num_layers=num_layers)
 
 
-def filled_cache(kind, num_layers=12, length=1024):
-    """A cache with ``num_layers`` layers of ``length`` tokens (B=1, H=8, D=64, float32)."""
-    cache = new_cache(kind, length, num_layers=num_layers)
-    k = tokens("B1-H8-D64", length, "float32")
+def filled_cache(kind, num_layers=12, length=1024, batch_shape="B1-H8-D64"):
+    """A cache with ``num_layers`` layers of ``length`` tokens, room for 2x that."""
+    cache = new_cache(kind, 2 * length, num_layers=num_layers)
+    k = tokens(batch_shape, length)
     for layer in range(num_layers):
         cache.update(k, k, layer)
     return cache
 
 
 class Floor:
-    """The bytes any cache must write: preallocated buffers and bare in-place slice writes."""
+    """The bytes any cache must write, and the views it returns: preallocated, touched buffers,
+    bare in-place slice writes."""
 
     def __init__(self, like, capacity):
         xp = lucid.get_backend().xp
@@ -56,6 +57,7 @@ class Floor:
         self.keys[..., start:end, :] = k.array
         self.values[..., start:end, :] = v.array
         self.length = end
+        return self.keys[..., :end, :], self.values[..., :end, :]
 
 
 def sync():
