@@ -351,10 +351,11 @@ class KVLayer(abc.ABC):
         if live:
             keys[..., :live, :] = self.keys[..., :live, :]
             values[..., :live, :] = self.values[..., :live, :]
-        # Touch the room for later tokens now, while we are copying anyway: the decode steps
-        # that fill it then write to memory the OS has already mapped (no page faults there).
-        keys[..., live:, :] = 0
-        values[..., live:, :] = 0
+        # Touch the room past this write now: the decode steps that fill it then write to
+        # memory the OS has already mapped (no page faults there). [live, needed) is written
+        # by the caller (gaps in it zeroed there).
+        keys[..., needed:, :] = 0
+        values[..., needed:, :] = 0
         return keys, values, capacity
 
     def _allocate(self, spec: Spec, capacity: int, reason: str):
