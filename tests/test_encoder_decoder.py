@@ -5,6 +5,8 @@ import pytest
 import lucid
 import lucid.nn as nn
 
+from .helpers import assert_unchanged, snapshot
+
 
 def filled(batch=2):
     cache = nn.EncoderDecoderCache(nn.StaticKVCache(max_cache_len=8, num_layers=1), nn.DynamicKVCache())
@@ -52,3 +54,23 @@ def test_constructor_checks_its_arguments():
     shared = nn.DynamicKVCache()
     with pytest.raises(ValueError, match="different"):
         nn.EncoderDecoderCache(shared, shared)
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda c: c.batch_repeat_interleave(2**62), ValueError),
+    (lambda c: c.crop(-1), ValueError),
+    (lambda c: c.reorder_cache([0.5]), TypeError),
+])
+def test_a_bad_argument_changes_neither_cache(backend_name, call, error):
+    cache = filled()
+    before = (snapshot(cache.self_attention_cache, 1), snapshot(cache.cross_attention_cache, 1))
+    with pytest.raises(error):
+        call(cache)
+    assert_unchanged(before[0], cache.self_attention_cache, 1)
+    assert_unchanged(before[1], cache.cross_attention_cache, 1)
+
+
+def test_nbytes_counts_both_caches(backend_name):
+    cache = filled()
+    assert cache.nbytes() == cache.self_attention_cache.nbytes() + cache.cross_attention_cache.nbytes() > 0
+    assert cache.self_attention_cache.nbytes() == 8 * 2 * 2 * (4 + 4) * 4  # static: max_cache_len 8

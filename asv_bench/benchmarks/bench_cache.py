@@ -9,7 +9,7 @@ import lucid
 
 from .common import BACKENDS, DTYPES, SHAPES, Floor, filled_cache, new_cache, sync, tokens, use_backend
 
-STEPS = 100  # decode steps per timed call
+STEPS = 1000  # decode steps per timed call: one step (about 2 us) is too short to time alone
 
 
 def _decode_steps(backend, cache, shape, dtype, length, cache_position):
@@ -31,10 +31,10 @@ def _decode_steps(backend, cache, shape, dtype, length, cache_position):
 
 
 class DecodeStep:
-    """100 decode steps: ``update`` of one token on a layer of ``length`` tokens, views returned.
+    """1000 decode steps: ``update`` of one token on a layer of ``length`` tokens, views returned.
 
     ``cache_position="[t]"`` is the path models take (the position given every step);
-    ``None`` a plain append. Divide by 100 for one step. The dynamic cache runs in the
+    ``None`` a plain append. Divide by 1000 for one step. The dynamic cache runs in the
     headroom its prefill left; its growth is timed by FullDecode and weighed by Memory.
     """
 
@@ -42,6 +42,7 @@ class DecodeStep:
     param_names = ["backend", "cache", "cache_position", "length"]
     number = 1
     warmup_time = 0
+    repeat = (5, 15, 30.0)
     timeout = 600
 
     def setup(self, backend, cache, cache_position, length):
@@ -49,7 +50,7 @@ class DecodeStep:
         self.start = length
         sync()
 
-    def time_100_updates(self, *params):
+    def time_1000_updates(self, *params):
         step = self.step
         for t in range(self.start, self.start + STEPS):
             step(t)
@@ -69,7 +70,7 @@ class DecodeStepShapes:
         self.step = _decode_steps(backend, cache, shape, dtype, 1024, "[t]")
         sync()
 
-    def time_100_updates(self, *params):
+    def time_1000_updates(self, *params):
         step = self.step
         for t in range(1024, 1024 + STEPS):
             step(t)
