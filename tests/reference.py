@@ -58,3 +58,34 @@ class ReferenceCache:
 
     def reset(self):
         self.layers = {}
+
+
+class ReferenceHistory:
+    """Every token ever appended to one layer, in full precision: the oracle of the append-only
+    layers (sliding window, quantized). ``keys``/``values`` are (B, H, n, D) NumPy arrays."""
+
+    def __init__(self):
+        self.keys = self.values = None
+
+    @property
+    def length(self):
+        return 0 if self.keys is None else self.keys.shape[-2]
+
+    def append(self, k, v):
+        self.keys = k.copy() if self.keys is None else np.concatenate([self.keys, k], axis=-2)
+        self.values = v.copy() if self.values is None else np.concatenate([self.values, v], axis=-2)
+
+    def select(self, rows):
+        if self.keys is not None:
+            self.keys, self.values = self.keys[list(rows)], self.values[list(rows)]
+
+    def crop(self, max_length):
+        if self.keys is not None and self.length > max_length:
+            self.keys = self.keys[..., self.length - max_length:, :]
+            self.values = self.values[..., self.length - max_length:, :]
+
+
+def window_positions(length, window, sinks, new_tokens=1):
+    """The absolute positions a sliding window returns after an update of ``new_tokens`` tokens."""
+    first = max(sinks, length - window - new_tokens + 1)
+    return list(range(min(sinks, length))) + list(range(first, length))

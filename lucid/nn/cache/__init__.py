@@ -1,12 +1,19 @@
 """Key/value caches for Transformer attention: caches are lists of layers (see :class:`KVCache`)."""
 from .base import Cache
+from .cache_layer import CacheLayer
 from .dynamic import DynamicKVCache
 from .dynamic_layer import DynamicLayer
 from .encoder_decoder import EncoderDecoderCache
+from .hybrid import HybridKVCache
 from .kv_cache import KVCache
-from .layer import KVLayer
+from .kv_layer import KVLayer
+from .quantized import QuantizedKVCache
+from .quantized_layer import QuantizedLayer
+from .sliding_window import SlidingWindowKVCache
+from .sliding_window_layer import SlidingWindowLayer
 from .static import StaticKVCache
 from .static_layer import StaticLayer
 
-__all__ = ["Cache", "DynamicKVCache", "DynamicLayer", "EncoderDecoderCache", "KVCache", "KVLayer",
-           "StaticKVCache", "StaticLayer"]
+__all__ = ["Cache", "CacheLayer", "DynamicKVCache", "DynamicLayer", "EncoderDecoderCache", "HybridKVCache",
+           "KVCache", "KVLayer", "QuantizedKVCache", "QuantizedLayer", "SlidingWindowKVCache",
+           "SlidingWindowLayer", "StaticKVCache", "StaticLayer"]

@@ -1,7 +1,7 @@
 """``DynamicLayer``: a layer whose buffers grow by half as tokens arrive."""
 from __future__ import annotations
 
-from .layer import KVLayer
+from .kv_layer import KVLayer
 
 #: Every dynamic layer has room for at least this many positions.
 MIN_CAPACITY = 256

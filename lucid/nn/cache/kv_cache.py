@@ -5,11 +5,11 @@ from typing import Callable, Sequence
 
 from .arguments import check_int, check_layer_idx, parse_batch_indices, repeat_indices
 from .base import Cache, commit_all
-from .layer import KVLayer, as_arrays, check_batch
+from .cache_layer import CacheLayer, as_arrays, check_batch
 
 
 class KVCache(Cache):
-    """Base of the key/value caches: ``layers``, a list of :class:`~lucid.nn.cache.layer.KVLayer`.
+    """Base of the key/value caches: ``layers``, a list of :class:`~lucid.nn.CacheLayer`.
 
     Each layer owns its storage and policy; the cache checks arguments, keeps the batch size
     the same across layers, and delegates. With ``layers`` given the cache has exactly those
@@ -32,13 +32,14 @@ class KVCache(Cache):
     ((1, 2, 3, 4), 3)
     """
 
-    def __init__(self, layers: Sequence[KVLayer] | None = None) -> None:
+    def __init__(self, layers: Sequence[CacheLayer] | None = None) -> None:
         if type(self) is KVCache:
-            raise TypeError("KVCache is the abstract interface; instantiate DynamicKVCache or StaticKVCache")
-        self.layers: list[KVLayer] = [] if layers is None else list(layers)
+            raise TypeError("KVCache is the abstract interface; instantiate DynamicKVCache, StaticKVCache, "
+                            "SlidingWindowKVCache, QuantizedKVCache or HybridKVCache")
+        self.layers: list[CacheLayer] = [] if layers is None else list(layers)
         self._fixed = None if layers is None else len(self.layers)
 
-    def new_layer(self) -> KVLayer:
+    def new_layer(self) -> CacheLayer:
         """The layer a growing cache adds for a new ``layer_idx`` (fixed-size caches never call it).
 
         Examples
@@ -50,7 +51,7 @@ class KVCache(Cache):
         raise NotImplementedError(f"{type(self).__name__} has a fixed list of layers")
 
     # -- reading ---------------------------------------------------------
-    def _layer(self, layer_idx) -> KVLayer | None:
+    def _layer(self, layer_idx) -> CacheLayer | None:
         layer_idx = check_layer_idx(layer_idx, self._fixed)
         return self.layers[layer_idx] if layer_idx < len(self.layers) else None
 
@@ -79,6 +80,27 @@ class KVCache(Cache):
         """
         layer = self._layer(layer_idx)
         return 0 if layer is None or not layer.written else layer.length
+
+    def key_positions(self, layer_idx: int, new_tokens: int = 1):
+        """Absolute positions of the keys ``layer_idx`` returned from its last ``update`` of
+        ``new_tokens`` tokens (``new_tokens=1``: also of what ``get`` returns), as an Int64
+        tensor on the layer's backend; ``None`` for a layer never written.
+
+        Layers that keep every position answer ``0 .. length - 1``; a sliding window answers
+        its sinks and recent positions. Models build attention masks from it.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.SlidingWindowKVCache(window=2, sink_tokens=1)
+        >>> _ = cache.update(lucid.randn(1, 1, 5, 4), lucid.randn(1, 1, 5, 4), 0)
+        >>> cache.key_positions(0, new_tokens=5).tolist(), cache.key_positions(0).tolist()
+        ([0, 1, 2, 3, 4], [0, 3, 4])
+        """
+        layer = self._layer(layer_idx)
+        if layer is None or not layer.written:
+            return None
+        return layer.key_positions(check_int(new_tokens, "new_tokens", minimum=1))
 
     def batch_size(self) -> int | None:
         """Batch rows of the written layers, or ``None`` when none is written.
@@ -168,7 +190,7 @@ class KVCache(Cache):
         return layer.update(key, value, cache_position)
 
     # -- batch operations, crop and reset ---------------------------------
-    def _written(self) -> list[KVLayer]:
+    def _written(self) -> list[CacheLayer]:
         return [layer for layer in self.layers if layer.written]
 
     def _check_batch_fits(self, new_batch: int, argument: str) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .arguments import check_int
-from .layer import KVLayer
+from .kv_layer import KVLayer
 
 
 class StaticLayer(KVLayer):

@@ -13,112 +13,17 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Callable, NamedTuple
+from typing import Callable
 
-import backends
-
-from ... import dtypes
 from ...tensor import Tensor
 from .arguments import is_next, parse_positions
+from .cache_layer import CacheLayer, Spec, as_arrays, nothing
 
 _wrap = Tensor.wrap
 _new_object = object.__new__
 
 
-def _nothing() -> None:
-    """The commit of a change that changes nothing."""
-
-
-def as_arrays(key, value):
-    """The backend arrays behind ``key`` and ``value``, or a ``TypeError`` naming the bad one.
-
-    Examples
-    --------
-    >>> import lucid
-    >>> from lucid.nn.cache.layer import as_arrays
-    >>> k, v = as_arrays(lucid.ones(1, 1, 1, 2), lucid.ones(1, 1, 1, 2))
-    >>> k.shape
-    (1, 1, 1, 2)
-    """
-    arrays = []
-    for name, x in (("key", key), ("value", value)):
-        if isinstance(x, Tensor):
-            x = x.array
-        elif backends.backend_of(x) is None:
-            raise TypeError(f"{name} must be a lucid.Tensor or a NumPy/CuPy array, got {type(x).__name__}")
-        arrays.append(x)
-    return arrays
-
-
-def check_pair(k, v) -> None:
-    """What any key/value update must satisfy: ranks, matching axes, dtype and device, ``T >= 1``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from lucid.nn.cache.layer import check_pair
-    >>> check_pair(np.ones((1, 2, 3, 4)), np.ones((1, 2, 3, 6)))  # the value head size may differ
-    """
-    if k.ndim < 3:
-        raise ValueError(f"key must have at least 3 axes (batch, ..., seq_len, head_dim), got shape {tuple(k.shape)}")
-    if tuple(k.shape[:-1]) != tuple(v.shape[:-1]):
-        raise ValueError(
-            f"key and value must agree on every axis but the last; got key {tuple(k.shape)} "
-            f"and value {tuple(v.shape)}"
-        )
-    if k.shape[-2] < 1:
-        raise ValueError("key/value hold no tokens (seq_len is 0); an update needs at least one token")
-    if type(k) is not type(v):
-        raise ValueError(f"key and value must live on one device; got {type(k).__name__} and {type(v).__name__}")
-    if k.dtype != v.dtype:
-        raise ValueError(f"key and value must share a dtype; got {k.dtype} and {v.dtype}")
-
-
-def check_batch(expected: int, got: int) -> None:
-    """Every layer of a cache holds the same number of batch rows.
-
-    Examples
-    --------
-    >>> from lucid.nn.cache.layer import check_batch
-    >>> check_batch(2, 2)
-    """
-    if got != expected:
-        raise ValueError(
-            f"the cache holds batches of {expected} rows; the update has {got}. "
-            "batch_repeat_interleave / batch_select_indices change the batch of every layer"
-        )
-
-
-class Spec(NamedTuple):
-    """What a layer's first write fixes: backend, array type, dtype, and the shapes of one token."""
-
-    backend: object
-    array_type: type
-    dtype: object  # the backend's dtype object
-    lucid_dtype: dtypes.DType
-    step_k: tuple  # shape of a one-token key update, (B, ..., 1, D)
-    step_v: tuple
-
-    @classmethod
-    def of(cls, k, v) -> "Spec":
-        """The spec of an update ``k``/``v``; ``TypeError`` for a dtype lucid cannot hand back."""
-        backend = backends.backend_of(k)
-        return cls(backend, type(k), k.dtype, dtypes.from_backend(backend, k.dtype),
-                   tuple(k.shape[:-2]) + (1, k.shape[-1]), tuple(v.shape[:-2]) + (1, v.shape[-1]))
-
-    def same_layout(self, other: "Spec | None") -> bool:
-        """Whether buffers made for ``other`` can hold updates of this spec."""
-        return (other is not None and self.array_type is other.array_type and self.dtype == other.dtype
-                and self.step_k == other.step_k and self.step_v == other.step_v)
-
-    def with_batch(self, batch: int) -> "Spec":
-        return self._replace(step_k=(batch,) + self.step_k[1:], step_v=(batch,) + self.step_v[1:])
-
-    def bytes_per_position(self) -> int:
-        return (math.prod(self.step_k) + math.prod(self.step_v)) * self.lucid_dtype.itemsize
-
-
-class KVLayer(abc.ABC):
+class KVLayer(CacheLayer):
     """Keys and values of one attention layer; subclasses set the capacity policy.
 
     A layer starts unwritten and takes its dtype, device and every axis but the sequence
@@ -185,32 +90,6 @@ class KVLayer(abc.ABC):
         return None
 
     # -- reading ---------------------------------------------------------
-    @property
-    def batch_size(self) -> int | None:
-        """Batch rows of a written layer, else ``None``.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> layer = nn.DynamicLayer()
-        >>> _ = layer.update(lucid.randn(3, 1, 1, 2), lucid.randn(3, 1, 1, 2))
-        >>> layer.batch_size
-        3
-        """
-        return self._spec.step_k[0] if self.written else None
-
-    @property
-    def backend(self):
-        """The backend of the layer's buffers (``None`` before the first write).
-
-        Examples
-        --------
-        >>> import lucid.nn as nn
-        >>> nn.DynamicLayer().backend is None
-        True
-        """
-        return None if self._spec is None else self._spec.backend
-
     def get(self):
         """``(keys, values)`` views of the ``length`` positions held, or ``None`` if unwritten.
 
@@ -289,8 +168,7 @@ class KVLayer(abc.ABC):
 
     def _update_checked(self, key, value, cache_position):
         k, v = as_arrays(key, value)
-        check_pair(k, v)
-        spec = self._check_fits(k, v)
+        spec = self.spec_for(k, v)
         live = self.length if self.written else 0
         n_tokens = k.shape[-2]
         if cache_position is None or is_next(cache_position, live, n_tokens):
@@ -320,26 +198,6 @@ class KVLayer(abc.ABC):
                 backend.scatter(values, v, positions, pos.lo, pos.hi)
         self._commit(spec, keys, values, capacity, hi)
         return self.get()
-
-    def _check_fits(self, k, v) -> Spec:
-        """The spec after this update: the layer's own, or (first write) the update's."""
-        if not self.written:
-            return Spec.of(k, v)
-        spec = self._spec
-        if type(k) is not spec.array_type:
-            raise ValueError(
-                f"this layer lives on {spec.backend.name}/{spec.backend.device}; the update is a "
-                f"{type(k).__module__}.{type(k).__name__}. Move it with .to(device) first"
-            )
-        if k.dtype != spec.dtype:
-            got = dtypes.from_backend(spec.backend, k.dtype)  # TypeError if lucid has no such dtype
-            raise ValueError(f"this layer holds {spec.lucid_dtype}; the update is {got}. Cast it first")
-        check_batch(spec.step_k[0], k.shape[0])
-        for name, got, step in (("key", k.shape, spec.step_k), ("value", v.shape, spec.step_v)):
-            if tuple(got[:-2]) != step[:-2] or got[-1] != step[-1]:
-                want = "(" + ", ".join(map(str, step[:-2])) + f", seq_len, {step[-1]})"
-                raise ValueError(f"this layer expects {name} of shape {want}, got {tuple(got)}")
-        return spec
 
     def _buffers_for(self, spec: Spec, needed: int, live: int, reason: str):
         """Buffers with room for ``needed`` positions holding the ``live`` ones: the current
@@ -401,7 +259,7 @@ class KVLayer(abc.ABC):
         3
         """
         if not self.written:
-            return _nothing
+            return nothing
         rows = [int(r) for r in rows]
         live, backend = self.length, self._spec.backend
         if len(rows) == self.batch_size:
@@ -449,7 +307,7 @@ class KVLayer(abc.ABC):
         2
         """
         if not self.written or self.length <= max_length:
-            return _nothing
+            return nothing
         spec, start, end = self._spec, self.length - max_length, self.length
         capacity = self.shrunk_capacity(max_length)
         if capacity is not None and capacity < self.capacity:

@@ -1,0 +1,284 @@
+"""``QuantizedLayer``: old positions as 4- or 8-bit codes, recent ones in full precision."""
+from __future__ import annotations
+
+from typing import Callable
+
+from ...tensor import Tensor
+from .arguments import check_int, is_next, parse_positions
+from .cache_layer import CacheLayer, Spec, as_arrays, nothing
+
+
+class QuantizedLayer(CacheLayer):
+    """A layer that stores old positions as group-wise affine codes.
+
+    Each group of ``group_size`` consecutive head-dimension values of one token is stored
+    as codes ``c`` with ``x ~ c * scale + zero``, ``scale = (max - min) / (2**bits - 1)``,
+    ``zero = min``; scale and zero are kept in the input dtype, 4-bit codes two to a byte.
+    Every value read back is within ``scale / 2`` of what was written (plus the rounding of
+    the input dtype).
+
+    The most recent positions stay in full precision: the last ``min(n, residual_length)``
+    always read back exactly, and at most ``2 * residual_length`` are held unquantized; when
+    the residual reaches that, all but the newest ``residual_length`` are quantized (with
+    ``residual_length=0``, every position is quantized at once). Quantized positions are
+    kept in chunks, one per quantization, so memory grows by exactly what is added.
+
+    Writes are appends. ``update`` returns full-precision keys and values of every position,
+    in the input dtype: a new array, not a view. ``crop`` keeps the most recent positions.
+
+    Parameters
+    ----------
+    bits : {4, 8}
+    group_size : int
+        Must divide the key and value head dimensions (checked at the first write).
+    residual_length : int
+        Recent positions kept in full precision (>= 0).
+
+    Examples
+    --------
+    >>> import lucid, lucid.nn as nn
+    >>> layer = nn.QuantizedLayer(bits=4, group_size=32, residual_length=16)
+    >>> k, v = layer.update(lucid.randn(1, 2, 100, 64), lucid.randn(1, 2, 100, 64))
+    >>> k.shape, layer.quantized_length, layer.residual_length_held
+    ((1, 2, 100, 64), 84, 16)
+    """
+
+    def __init__(self, bits: int = 4, group_size: int = 64, residual_length: int = 128):
+        bits = check_int(bits, "bits")
+        if bits not in (4, 8):
+            raise ValueError(f"bits must be 4 or 8, got {bits}")
+        self.bits = bits
+        self.group_size = check_int(group_size, "group_size", minimum=1)
+        self.residual_length = check_int(residual_length, "residual_length")
+        self._release()
+
+    def _release(self) -> None:
+        # Per key/value: chunks of (codes, scales, zeros), oldest first, and the residual buffer.
+        self.chunks: dict[str, list] = {"key": [], "value": []}
+        self.residual: dict[str, object] = {"key": None, "value": None}
+        self.quantized_length = 0
+        self.residual_length_held = 0
+        self.length = 0
+        self.written = False
+        self._spec = None
+
+    # -- codes -----------------------------------------------------------
+    def _quantize(self, xp, x, dtype):
+        """``(codes, scales, zeros)`` of ``x`` (``(B, ..., T, D)``)."""
+        levels = 2**self.bits - 1
+        lead, dim = tuple(x.shape[:-1]), x.shape[-1]
+        groups = xp.reshape(xp.astype(x, xp.float32), lead + (dim // self.group_size, self.group_size))
+        low = xp.min(groups, axis=-1, keepdims=True)
+        scale = xp.astype(xp.astype((xp.max(groups, axis=-1, keepdims=True) - low) / levels, dtype), xp.float32)
+        zero = xp.astype(xp.astype(low, dtype), xp.float32)
+        safe = xp.where(scale > 0, scale, xp.ones_like(scale))
+        codes = xp.clip(xp.round((groups - zero) / safe), 0, levels)
+        codes = xp.astype(xp.reshape(codes, lead + (dim,)), xp.uint8)
+        if self.bits == 4:
+            pairs = xp.reshape(codes, lead + (dim // 2, 2))
+            codes = xp.bitwise_or(pairs[..., 0], xp.bitwise_left_shift(pairs[..., 1], 4))
+        return codes, xp.astype(scale[..., 0], dtype), xp.astype(zero[..., 0], dtype)
+
+    def _dequantize(self, xp, codes, scales, zeros, dim: int, dtype):
+        lead = tuple(codes.shape[:-1])
+        if self.bits == 4:
+            codes = xp.stack([xp.bitwise_and(codes, 15), xp.bitwise_right_shift(codes, 4)], axis=-1)
+        groups = xp.reshape(xp.astype(codes, dtype), lead + (dim // self.group_size, self.group_size))
+        return xp.reshape(groups * scales[..., None] + zeros[..., None], lead + (dim,))
+
+    # -- reading ---------------------------------------------------------
+    def get(self):
+        """Full-precision ``(keys, values)`` of every position (new arrays), or ``None``.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.QuantizedLayer(bits=8, group_size=4, residual_length=2)
+        >>> _ = layer.update(lucid.randn(1, 1, 9, 4), lucid.randn(1, 1, 9, 4))
+        >>> layer.get()[0].shape
+        (1, 1, 9, 4)
+        """
+        if not self.written:
+            return None
+        spec, held = self._spec, self.residual_length_held
+        out = [self._assemble(spec.backend.xp, self.chunks[name], self.residual[name][..., :held, :], step[-1], spec)
+               for name, step in (("key", spec.step_k), ("value", spec.step_v))]
+        return Tensor.wrap(out[0], spec.backend), Tensor.wrap(out[1], spec.backend)
+
+    def nbytes(self) -> int:
+        """Bytes of codes, scales, zeros and the residual buffers.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.QuantizedLayer(bits=4, group_size=64, residual_length=0)
+        >>> _ = layer.update(lucid.randn(1, 1, 10, 64).astype(lucid.Float16), lucid.randn(1, 1, 10, 64).astype(lucid.Float16))
+        >>> layer.nbytes()  # 2 x 10 tokens x (32 code bytes + one float16 scale and zero)
+        720
+        """
+        if not self.written:
+            return 0
+        itemsize = self._spec.lucid_dtype.itemsize
+        total = 0
+        for name in ("key", "value"):
+            for codes, scales, zeros in self.chunks[name]:
+                total += codes.size + (scales.size + zeros.size) * itemsize
+            total += self.residual[name].size * itemsize
+        return total
+
+    # -- writing ---------------------------------------------------------
+    def update(self, key, value, cache_position=None):
+        """Append ``key``/``value`` and return full-precision keys and values of every position.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.QuantizedLayer(bits=8, group_size=4, residual_length=2)
+        >>> k, v = layer.update(lucid.randn(1, 1, 5, 4), lucid.randn(1, 1, 5, 4))
+        >>> k.shape, layer.quantized_length, layer.residual_length_held
+        ((1, 1, 5, 4), 3, 2)
+        """
+        k, v = as_arrays(key, value)
+        spec = self.spec_for(k, v)
+        n, count = self.length, k.shape[-2]
+        if cache_position is not None and not is_next(cache_position, n, count):
+            pos = parse_positions(cache_position, count, k.shape[0])  # TypeError/ValueError if malformed
+            if not (pos.contiguous and pos.lo == n):
+                raise ValueError(
+                    f"a quantized layer only appends: cache_position must be the next positions "
+                    f"[{n}, {n + count}), got positions from {pos.lo} to {pos.hi - 1}"
+                )
+        if not self.written:
+            self._check_layout(spec)
+        xp, keep = spec.backend.xp, self.residual_length
+        held = self.residual_length_held
+        pending = {}
+        for name, x, step in (("key", k, spec.step_k), ("value", v, spec.step_v)):
+            residual = self.residual[name]
+            if residual is None:
+                residual = xp.empty(step[:-2] + (2 * keep, step[-1]), dtype=spec.dtype)
+            chunks = list(self.chunks[name])
+            if held + count < 2 * keep:
+                residual_new, tail = residual, None  # the tokens fit: written at the commit
+            else:
+                combined = xp.concat([residual[..., :held, :], x], axis=-2)
+                split = combined.shape[-2] - keep
+                chunks.append(self._quantize(xp, combined[..., :split, :], spec.dtype))
+                residual_new, tail = residual, combined[..., split:, :]
+            pending[name] = (chunks, residual_new, tail, x)
+        new_held = held + count if pending["key"][2] is None else keep
+        outputs = {}
+        for name, step in (("key", spec.step_k), ("value", spec.step_v)):
+            chunks, residual, tail, x = pending[name]
+            if tail is None:
+                shown = xp.concat([residual[..., :held, :], x], axis=-2)
+            else:
+                shown = tail
+            outputs[name] = self._assemble(xp, chunks, shown, step[-1], spec)
+
+        for name in ("key", "value"):
+            chunks, residual, tail, x = pending[name]
+            if tail is None:
+                residual[..., held:held + count, :] = x
+            elif keep:
+                residual[..., :keep, :] = tail
+            self.chunks[name], self.residual[name] = chunks, residual
+        self.quantized_length = sum(c[0].shape[-2] for c in self.chunks["key"])
+        self.residual_length_held = new_held
+        self._spec, self.length, self.written = spec, n + count, True
+        return Tensor.wrap(outputs["key"], spec.backend), Tensor.wrap(outputs["value"], spec.backend)
+
+    def _assemble(self, xp, chunks, recent, dim: int, spec: Spec):
+        """Every position, full precision: the dequantized chunks, then ``recent``."""
+        if not chunks:
+            return xp.asarray(recent, copy=True)
+        codes, scales, zeros = (xp.concat([c[i] for c in chunks], axis=-2) for i in range(3))
+        return xp.concat([self._dequantize(xp, codes, scales, zeros, dim, spec.dtype), recent], axis=-2)
+
+    def _check_layout(self, spec: Spec) -> None:
+        for name, step in (("key", spec.step_k), ("value", spec.step_v)):
+            dim = step[-1]
+            if dim % self.group_size:
+                raise ValueError(f"group_size={self.group_size} must divide the {name} head dimension, got {dim}")
+            if self.bits == 4 and dim % 2:
+                raise ValueError(f"4-bit codes pack two values a byte: the {name} head dimension must be even, got {dim}")
+
+    # -- whole-layer edits -----------------------------------------------
+    def prepare_select(self, rows) -> Callable[[], None]:
+        """Prepare to replace the batch by ``rows``: codes, scales, zeros and residual alike.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.QuantizedLayer(bits=8, group_size=4, residual_length=2)
+        >>> _ = layer.update(lucid.randn(2, 1, 5, 4), lucid.randn(2, 1, 5, 4))
+        >>> layer.prepare_select([1, 1, 0])(); layer.batch_size
+        3
+        """
+        if not self.written:
+            return nothing
+        rows = [int(r) for r in rows]
+        backend = self._spec.backend
+        chunks = {name: [tuple(backend.take_rows(a, rows) for a in chunk) for chunk in self.chunks[name]]
+                  for name in ("key", "value")}
+        residual = {name: backend.take_rows(self.residual[name], rows) for name in ("key", "value")}
+        spec = self._spec.with_batch(len(rows))
+
+        def commit() -> None:
+            self.chunks, self.residual, self._spec = chunks, residual, spec
+
+        return commit
+
+    def prepare_crop(self, max_length: int) -> Callable[[], None]:
+        """Prepare to keep the most recent ``max_length`` positions; return the commit.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.QuantizedLayer(bits=8, group_size=4, residual_length=2)
+        >>> _ = layer.update(lucid.randn(1, 1, 9, 4), lucid.randn(1, 1, 9, 4))
+        >>> layer.prepare_crop(3)(); layer.length, layer.quantized_length
+        (3, 1)
+        """
+        if not self.written or self.length <= max_length:
+            return nothing
+        xp = self._spec.backend.xp
+        drop, held, quantized = self.length - max_length, self.residual_length_held, self.quantized_length
+        cut = max(0, drop - quantized)  # residual positions that go too (its oldest)
+        chunks, kept = {}, {}
+        for name in ("key", "value"):
+            chunks[name], skip = [], drop
+            for chunk in self.chunks[name]:
+                size = chunk[0].shape[-2]
+                if skip < size:
+                    chunks[name].append(tuple(xp.asarray(a[..., skip:, :], copy=True) for a in chunk) if skip else chunk)
+                skip = max(0, skip - size)
+            if cut:  # copied now: it moves to the front of the buffer it is read from
+                kept[name] = xp.asarray(self.residual[name][..., cut:held, :], copy=True)
+
+        def commit() -> None:
+            for name, recent in kept.items():
+                self.residual[name][..., :held - cut, :] = recent
+            self.chunks = chunks
+            self.residual_length_held = held - cut
+            self.quantized_length = max(0, quantized - drop)
+            self.length = max_length
+
+        return commit
+
+    def reset(self) -> None:
+        """Forget the contents and release the buffers.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.QuantizedLayer(bits=8, group_size=4)
+        >>> _ = layer.update(lucid.randn(1, 1, 3, 4), lucid.randn(1, 1, 3, 4))
+        >>> layer.reset(); layer.get() is None, layer.nbytes()
+        (True, 0)
+        """
+        self._release()
+
+    def __repr__(self) -> str:
+        return (f"QuantizedLayer(bits={self.bits}, group_size={self.group_size}, "
+                f"residual_length={self.residual_length}, length={self.length})")

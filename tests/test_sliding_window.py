@@ -1,0 +1,140 @@
+"""SlidingWindowLayer / SlidingWindowKVCache against a full-history reference, on every backend."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lucid
+import lucid.nn as nn
+
+from .helpers import assert_unchanged, kv, snapshot
+from .reference import ReferenceHistory, window_positions
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def tokens(b, t, seed, dtype=np.float32):
+    k = (np.arange(b * 2 * t * 4, dtype=np.float32) + seed).reshape(b, 2, t, 4).astype(dtype)
+    return k, -k
+
+
+def assert_window(cache, model, window, sinks, new_tokens=None, returned=None):
+    n = model.length
+    assert cache.get_seq_length(0) == n
+    if n == 0:
+        assert cache.get(0) is None
+        return
+    for count, got in ((1, cache.get(0)), (new_tokens, returned)):
+        if got is None:
+            continue
+        positions = window_positions(n, window, sinks, count)
+        assert cache.key_positions(0, count).tolist() == positions
+        np.testing.assert_array_equal(got[0].numpy(), model.keys[..., positions, :])
+        np.testing.assert_array_equal(got[1].numpy(), model.values[..., positions, :])
+
+
+@SETTINGS
+@given(data=st.data())
+def test_random_operations_match_reference(backend_name, data):
+    window = data.draw(st.integers(1, 6))
+    sinks = data.draw(st.integers(0, 3))
+    cache, model = nn.SlidingWindowKVCache(window, sink_tokens=sinks), ReferenceHistory()
+    seed = 0
+    for _ in range(data.draw(st.integers(1, 14))):
+        op = data.draw(st.sampled_from(["step", "step", "step", "prefill", "bad position", "select", "repeat",
+                                        "crop", "reset"]))
+        batch = cache.batch_size() or data.draw(st.integers(1, 3))
+        before = snapshot(cache, 1)
+        if op in ("step", "prefill"):
+            count = 1 if op == "step" else data.draw(st.integers(1, window + sinks + 3))
+            k, v = tokens(batch, count, seed)
+            seed += 1000
+            n = model.length
+            form = data.draw(st.sampled_from(["none", "list", "range", "tensor"]))
+            position = {"none": None, "list": list(range(n, n + count)), "range": range(n, n + count),
+                        "tensor": lucid.Tensor(list(range(n, n + count)), dtype=lucid.Int32)}[form]
+            returned = cache.update(lucid.Tensor(k), lucid.Tensor(v), 0, cache_position=position)
+            model.append(k, v)
+            assert_window(cache, model, window, sinks, count, returned)
+            continue
+        if op == "bad position":
+            k, v = tokens(batch, 1, seed)
+            with pytest.raises(ValueError, match="only appends"):
+                cache.update(lucid.Tensor(k), lucid.Tensor(v), 0, cache_position=[model.length + 1])
+            assert_unchanged(before, cache, 1)
+        elif op == "select" and model.length:
+            rows = data.draw(st.lists(st.integers(0, batch - 1), min_size=1, max_size=4))
+            cache.reorder_cache(rows)
+            model.select(rows)
+        elif op == "repeat" and model.length and batch <= 2:
+            cache.batch_repeat_interleave(2)
+            model.select([b for b in range(batch) for _ in range(2)])
+        elif op == "crop":
+            m = data.draw(st.integers(0, 12))
+            if m >= model.length:
+                cache.crop(m)
+            else:
+                with pytest.raises(ValueError, match="cannot come back"):
+                    cache.crop(m)
+                assert_unchanged(before, cache, 1)
+        elif op == "reset":
+            cache.reset()
+            model = ReferenceHistory()
+        assert_window(cache, model, window, sinks)
+
+
+@pytest.mark.parametrize("window", [64, 65536])
+def test_one_token_steps_return_views_and_hold_at_most_2_window_plus_sinks(backend_name, window):
+    cache = nn.SlidingWindowKVCache(window)
+    k, v = kv(b=1, t=70)
+    cache.update(k, v, 0)
+    for t in range(70, 75):
+        k_out, v_out = cache.update(*kv(b=1), 0, cache_position=[t])
+    layer = cache.layers[0]
+    if backend_name == "numpy":  # views of the ring: no copy per step
+        assert np.shares_memory(k_out.numpy(), layer.ring_keys)
+    assert k_out.shape[-2] == min(window, 75)
+    assert layer.nbytes() == 2 * window * 2 * 3 * 4 * 4  # 2 * window positions, batch 1, 3 heads, D=4
+    sinks = nn.SlidingWindowLayer(8, sink_tokens=3)
+    sinks.update(*kv(b=1, t=20))
+    assert sinks.nbytes() == (2 * 8 + 3) * 2 * 3 * 4 * 4
+
+
+@pytest.mark.parametrize("dtype", [lucid.Float16, lucid.BFloat16, lucid.Float32])
+def test_every_float_dtype(backend_name, dtype):
+    if lucid.get_backend().dtype(dtype.xp_name) is None:
+        pytest.skip(f"{backend_name} has no {dtype}")
+    cache = nn.SlidingWindowKVCache(3, sink_tokens=1)
+    k, v = kv(t=6, dtype=dtype)
+    cache.update(k, v, 0)
+    got = cache.get(0)
+    assert got[0].dtype == dtype
+    np.testing.assert_array_equal(got[0].numpy(), k.numpy()[..., [0, 3, 4, 5], :])
+
+
+@pytest.mark.parametrize("make, error, text", [
+    (lambda: nn.SlidingWindowKVCache(0), ValueError, "window must be an int >= 1"),
+    (lambda: nn.SlidingWindowKVCache(4, sink_tokens=-1), ValueError, "sink_tokens"),
+    (lambda: nn.SlidingWindowKVCache(4.0), TypeError, "window must be an int"),
+    (lambda: nn.SlidingWindowLayer(True), TypeError, "window"),
+])
+def test_constructor_arguments(make, error, text):
+    with pytest.raises(error, match=text):
+        make()
+
+
+def test_bad_updates_change_nothing(backend_name):
+    cache = nn.SlidingWindowKVCache(4, sink_tokens=1)
+    cache.update(*kv(t=6), 0)
+    before = snapshot(cache, 1)
+    for call, error in [
+        (lambda: cache.update(*kv(t=1), 0, cache_position=3), ValueError),
+        (lambda: cache.update(*kv(t=1), 0, cache_position=[6.0]), TypeError),
+        (lambda: cache.update(*kv(t=2), 0, cache_position=[7, 6]), ValueError),
+        (lambda: cache.update(*kv(t=1, d=8), 0), ValueError),
+        (lambda: cache.update(*kv(b=3), 0), ValueError),
+        (lambda: cache.crop(5), ValueError),
+    ]:
+        with pytest.raises(error):
+            call()
+        assert_unchanged(before, cache, 1)
