@@ -81,8 +81,8 @@ class ReferenceHistory:
 
     def crop(self, max_length):
         if self.keys is not None and self.length > max_length:
-            self.keys = self.keys[..., self.length - max_length:, :]
-            self.values = self.values[..., self.length - max_length:, :]
+            start = self.length - max_length
+            self.keys, self.values = self.keys[..., start:, :], self.values[..., start:, :]
 
 
 def window_positions(length, window, sinks, new_tokens=1):

@@ -138,3 +138,12 @@ def test_bad_updates_change_nothing(backend_name):
         with pytest.raises(error):
             call()
         assert_unchanged(before, cache, 1)
+
+
+def test_writes_that_wrap_around_the_ring_read_back_in_order(backend_name):
+    cache, model = nn.SlidingWindowKVCache(4), ReferenceHistory()
+    for count in (3, 3, 2, 5, 1, 1):  # every write past the first wraps around the ring
+        k, v = tokens(1, count, model.length * 10)
+        returned = cache.update(lucid.Tensor(k), lucid.Tensor(v), 0)
+        model.append(k, v)
+        assert_window(cache, model, 4, 0, count, returned)
