@@ -20,35 +20,62 @@ class Generation:
     cache_bytes: int = 0
 
 
+CACHE_KINDS = ("dynamic", "static", "sliding", "quantized-8", "quantized-4", "hybrid", "none")
+
+
 def make_cache(kind: str, model, max_len: int):
-    """A fresh cache of ``kind`` (``"dynamic"``, ``"static"`` or ``"none"``) for ``model``."""
+    """A fresh cache of ``kind`` (one of :data:`CACHE_KINDS`) for ``model``.
+
+    ``sliding`` gives every layer the model's sliding window; ``hybrid`` gives each layer the
+    kind its attention needs (a sliding window for ``"sliding"`` layers, a dynamic layer for
+    ``"full"`` ones); ``quantized-8``/``quantized-4`` quantize every layer (groups of the whole
+    head dimension up to 64, the last 32 positions in full precision).
+
+    Examples
+    --------
+    >>> from lucid.models import DecoderConfig, TinyDecoder
+    >>> from lucid.generation import make_cache
+    >>> model = TinyDecoder(DecoderConfig(layer_types=("sliding", "full"), sliding_window=8))
+    >>> [type(layer).__name__ for layer in make_cache("hybrid", model, 100).layers]
+    ['SlidingWindowLayer', 'DynamicLayer']
+    """
+    c = model.config
     if kind == "dynamic":
         return nn.DynamicKVCache()
     if kind == "static":
-        return nn.StaticKVCache(max_cache_len=max_len, num_layers=model.config.num_layers)
+        return nn.StaticKVCache(max_cache_len=max_len, num_layers=c.num_layers)
+    if kind == "sliding":
+        return nn.SlidingWindowKVCache(c.sliding_window, sink_tokens=c.sink_tokens)
+    if kind in ("quantized-8", "quantized-4"):
+        return nn.QuantizedKVCache(bits=int(kind[-1]), group_size=min(64, c.head_dim), residual_length=32)
+    if kind == "hybrid":
+        return nn.HybridKVCache([
+            nn.SlidingWindowLayer(c.sliding_window, c.sink_tokens) if c.layer_type(i) == "sliding" else nn.DynamicLayer()
+            for i in range(c.num_layers)
+        ])
     if kind == "none":
         return None
-    raise ValueError(f"cache must be 'dynamic', 'static' or 'none', got {kind!r}")
+    raise ValueError(f"cache must be one of {', '.join(CACHE_KINDS)}; got {kind!r}")
 
 
-def _last_logits(model, tokens: np.ndarray, window):
+def _last_logits(model, tokens: np.ndarray):
     """Recompute the whole sequence without a cache; logits of the last position."""
     length = tokens.shape[1]
-    logits = model.forward(tokens, cache=None, cache_position=range(length), window=window)
+    logits = model.forward(tokens, cache=None, cache_position=range(length))
     return logits[:, length - 1, ...].numpy()
 
 
 def generate(model, prompt, max_new_tokens: int, cache: str = "dynamic", num_beams: int = 1,
-             window: int | None = None, on_step=None) -> Generation:
+             on_step=None) -> Generation:
     """Decode ``max_new_tokens`` tokens after ``prompt`` (host ints, shape ``(B, T0)``).
 
-    The model runs on the backend its weights were created on.
+    The model runs on the backend its weights were created on. Each step sends
+    ``cache_position=[t]``, as models do.
 
-    ``cache="none"`` recomputes the full sequence at every step: the reference
-    the cached runs must match. With ``num_beams > 1`` the prompt is prefilled
-    once per batch row, then ``batch_repeat_interleave`` expands the cache and
-    ``reorder_cache`` follows the surviving beams. With ``window`` the cache is
-    cropped to ``window - 1`` tokens before each step (sliding-window decoding).
+    ``cache="none"`` recomputes the full sequence at every step: the reference the cached
+    runs must match. With ``num_beams > 1`` the prompt is prefilled once per batch row, then
+    ``batch_repeat_interleave`` expands the cache and ``reorder_cache`` follows the
+    surviving beams.
 
     Examples
     --------
@@ -70,18 +97,10 @@ def generate(model, prompt, max_new_tokens: int, cache: str = "dynamic", num_bea
     for step in range(max_new_tokens):
         length = result.tokens.shape[1]
         if kv is None:
-            logits = _last_logits(model, result.tokens, window)
+            logits = _last_logits(model, result.tokens)
         else:
-            if step == 0:
-                new = result.tokens
-                slots = list(range(prompt_len))
-            else:
-                if window is not None and kv.get_seq_length(0) >= window:
-                    kv.crop(window - 1)
-                new = result.tokens[:, -1:]
-                slots = [kv.get_seq_length(0)]
-            out = model.forward(new, cache=kv, cache_position=slots,
-                                position_ids=range(length - new.shape[1], length), window=window)
+            new = result.tokens if step == 0 else result.tokens[:, -1:]
+            out = model.forward(new, cache=kv, cache_position=list(range(length - new.shape[1], length)))
             logits = out[:, new.shape[1] - 1, ...].numpy()
         if num_beams == 1:
             chosen = logits.argmax(axis=-1)[:, None]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import lucid
-from lucid.nn.functional import scaled_dot_product_attention, softmax
+from lucid.nn.functional import attention_mask, scaled_dot_product_attention, softmax
 
 
 def reference(q, k, v, mask=None, causal=False, scale=None):
@@ -71,3 +71,13 @@ def test_bad_shapes_raise():
     q, k, v = data(q_heads=3, kv_heads=2)
     with pytest.raises(ValueError, match="multiple"):
         scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v))
+
+
+@pytest.mark.parametrize("window, sinks", [(None, 0), (3, 0), (3, 2)])
+def test_attention_mask_from_absolute_positions(backend_name, window, sinks):
+    queries, keys = [7, 8, 9], [0, 1, 5, 6, 7, 8, 9]
+    got = attention_mask(lucid.Tensor(queries), lucid.Tensor(keys), window=window, sink_tokens=sinks).tolist()
+    for i, q in enumerate(queries):
+        for j, k in enumerate(keys):
+            visible = k <= q and (window is None or q - k < window or k < sinks)
+            assert got[i][j] == visible, (q, k)

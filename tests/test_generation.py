@@ -1,44 +1,69 @@
-"""Cached decoding equals recomputation: greedy, beams, sliding window, on both caches."""
+"""Cached decoding equals recomputation: every cache kind, greedy and beams, full/sliding/hybrid models."""
 import numpy as np
 import pytest
 
+from lucid.demo import compare
 from lucid.demo import main as demo_main
-from lucid.generation import generate
+from lucid.generation import generate, make_cache
 from lucid.models import DecoderConfig, TinyDecoder
 
-MODEL = TinyDecoder(DecoderConfig(num_layers=2))
 PROMPT = np.random.default_rng(0).integers(0, 256, size=(2, 5))
+MODELS = {
+    "full": DecoderConfig(num_layers=2),
+    "sliding": DecoderConfig(num_layers=2, layer_types=("sliding", "sliding"), sliding_window=4, sink_tokens=2),
+    "hybrid": DecoderConfig(num_layers=2, layer_types=("sliding", "full"), sliding_window=3),
+}
+EXACT = [("full", "dynamic"), ("full", "static"), ("sliding", "sliding"), ("sliding", "hybrid"), ("hybrid", "hybrid")]
 
 
-def max_diff(a, b):
-    return max(float(np.abs(x - y).max()) for x, y in zip(a.step_logits, b.step_logits))
-
-
-@pytest.mark.parametrize("cache", ["dynamic", "static"])
-@pytest.mark.parametrize("options", [{}, {"num_beams": 3}, {"window": 4}], ids=["greedy", "beams", "window"])
-def test_cached_decoding_matches_recompute(backend_name, cache, options):
-    model = TinyDecoder(DecoderConfig(num_layers=2))  # weights on the active backend
+@pytest.mark.parametrize("model_name, cache", EXACT)
+@pytest.mark.parametrize("beams", [1, 3])
+def test_cached_decoding_matches_recompute(backend_name, model_name, cache, beams):
+    model = TinyDecoder(MODELS[model_name])  # weights on the active backend
     assert model.embed.backend.name == backend_name
-    cached = generate(model, PROMPT, 12, cache=cache, **options)
-    plain = generate(model, PROMPT, 12, cache="none", **options)
+    cached = generate(model, PROMPT, 12, cache=cache, num_beams=beams)
+    plain = generate(model, PROMPT, 12, cache="none", num_beams=beams)
     assert cached.tokens.shape == (2, 17)
     np.testing.assert_array_equal(cached.tokens, plain.tokens)
-    assert max_diff(cached, plain) < 1e-4
+    assert compare(cached, plain)[2] < 1e-4
+
+
+@pytest.mark.parametrize("cache, bound", [("quantized-8", 0.05), ("quantized-4", 0.5)])
+def test_quantized_caches_stay_within_their_documented_bounds(cache, bound):
+    model = TinyDecoder(MODELS["full"])
+    cached = generate(model, PROMPT, 40, cache=cache)
+    plain = generate(model, PROMPT, 40, cache="none")
+    same, first, diff = compare(cached, plain)
+    assert diff <= bound
+    if cache == "quantized-8":
+        assert first is None and same == 40
 
 
 def test_the_window_really_limits_attention():
-    full = generate(MODEL, PROMPT, 20, cache="dynamic")
-    windowed = generate(MODEL, PROMPT, 20, cache="dynamic", window=3)
+    full = generate(TinyDecoder(MODELS["full"]), PROMPT, 20, cache="dynamic")
+    windowed = generate(TinyDecoder(DecoderConfig(num_layers=2, layer_types=("sliding", "sliding"),
+                                                  sliding_window=3)), PROMPT, 20, cache="sliding")
     assert not np.array_equal(full.tokens, windowed.tokens)
 
 
 def test_static_cache_holds_exactly_prompt_plus_new_tokens():
-    out = generate(MODEL, PROMPT[:1], 7, cache="static")
-    c = MODEL.config
+    model = TinyDecoder(MODELS["full"])
+    out = generate(model, PROMPT[:1], 7, cache="static")
+    c = model.config
     assert out.cache_bytes == c.num_layers * 2 * (1 * c.num_kv_heads * 12 * c.head_dim) * 4
 
 
+def test_unknown_cache_kind_names_the_choices():
+    with pytest.raises(ValueError, match="quantized-4"):
+        make_cache("ring", TinyDecoder(MODELS["full"]), 10)
+
+
+def test_decoder_checks_layer_types():
+    with pytest.raises(ValueError, match="layer_types"):
+        TinyDecoder(DecoderConfig(num_layers=2, layer_types=("sliding",)))
+
+
 def test_demo_runs_and_passes_its_check(capsys):
-    assert demo_main(["--tokens", "6", "--layers", "1", "--window", "4"]) == 0
+    assert demo_main(["--tokens", "6", "--layers", "2", "--window", "4"]) == 0
     out = capsys.readouterr().out
-    assert "all checks passed" in out and "| greedy, static |" in out
+    assert "all checks passed" in out and "| greedy, static |" in out and "| quantized 4-bit |" in out

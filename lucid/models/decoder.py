@@ -14,14 +14,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import creation, dtypes
-from ..nn.functional import scaled_dot_product_attention
+from ..nn.functional import attention_mask, scaled_dot_product_attention
 from ..random import manual_seed, randn
 from ..tensor import Tensor
 
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """Sizes of :class:`TinyDecoder`."""
+    """Sizes and attention pattern of :class:`TinyDecoder`.
+
+    ``layer_types`` gives each layer's attention, ``"full"`` or ``"sliding"`` (a query sees
+    the ``sliding_window`` positions ending at its own, plus the first ``sink_tokens``);
+    empty means every layer is full. Gemma 2 alternates them: ``("sliding", "full") * n``.
+    """
 
     vocab_size: int = 256
     num_layers: int = 2
@@ -30,6 +35,13 @@ class DecoderConfig:
     head_dim: int = 16
     hidden: int = 64
     seed: int = 0
+    layer_types: tuple = ()
+    sliding_window: int = 64
+    sink_tokens: int = 0
+
+    def layer_type(self, layer_idx: int) -> str:
+        """``"full"`` or ``"sliding"``."""
+        return self.layer_types[layer_idx] if self.layer_types else "full"
 
 
 class TinyDecoder:
@@ -49,6 +61,10 @@ class TinyDecoder:
     def __init__(self, config: DecoderConfig = DecoderConfig()):
         if config.num_heads % config.num_kv_heads:
             raise ValueError("num_heads must be a multiple of num_kv_heads")
+        if config.layer_types and (len(config.layer_types) != config.num_layers
+                                   or set(config.layer_types) - {"full", "sliding"}):
+            raise ValueError(f"layer_types must name 'full' or 'sliding' for each of the {config.num_layers} "
+                             f"layers, got {config.layer_types!r}")
         self.config = config
         manual_seed(config.seed)
         c = config
@@ -72,29 +88,24 @@ class TinyDecoder:
         half = c.head_dim // 2
         self.inv_freq = 1.0 / (10000.0 ** (creation.arange(half, dtype=dtypes.Float32) * (2.0 / c.head_dim)))
 
-    def forward(self, input_ids, cache=None, cache_position=None, position_ids=None, window=None) -> Tensor:
+    def forward(self, input_ids, cache=None, cache_position=None) -> Tensor:
         """Logits ``(B, T, vocab)`` for ``input_ids`` ``(B, T)``.
 
         Parameters
         ----------
         input_ids : Tensor of ints, shape ``(B, T)``
         cache : KVCache, optional
-            Keys/values of earlier tokens; updated with this call's tokens.
-        cache_position : list or 1-D int Tensor of length T, optional
-            Cache slots of the new tokens (default: after what the cache holds).
-        position_ids : list or 1-D int Tensor of length T, optional
-            Absolute positions for the rotary embedding (default: the slots).
-            They differ from the slots once a sliding window has cropped the cache.
-        window : int, optional
-            Sliding-window attention: a token sees itself and the ``window - 1``
-            before it.
+            Keys/values of earlier tokens; updated with this call's tokens. Attention masks
+            come from the absolute positions of the keys it returns (``key_positions``), so
+            sliding-window and sink layers see exactly what the model's pattern allows.
+        cache_position : list, range or 1-D int Tensor of length T, optional
+            Absolute positions of the new tokens (default: after what the cache holds).
         """
         ids = self.as_input(input_ids)
         xp = ids.backend.xp
         batch, length = ids.shape
         start = cache.get_seq_length(0) if cache is not None else 0
-        slots = self.as_input(range(start, start + length) if cache_position is None else cache_position)
-        positions = slots if position_ids is None else self.as_input(position_ids)
+        positions = self.as_input(range(start, start + length) if cache_position is None else cache_position)
         cos, sin = self._rotary(positions)
         x = ids.with_array(xp.reshape(xp.take(self.embed.array, xp.reshape(ids.array, (-1,)), axis=0), (batch, length, -1)))
         c = self.config
@@ -104,14 +115,15 @@ class TinyDecoder:
             k = _heads(h @ w["k"], c.num_kv_heads)
             v = _heads(h @ w["v"], c.num_kv_heads)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            key_positions = positions
             if cache is not None:
                 # The caller's positions as given (e.g. the host list [t]): the cache recognises
-                # the next positions without a copy; ``slots`` is the model's own Tensor of them.
+                # the next positions without a copy.
                 k, v = cache.update(k, v, layer_idx, cache_position=cache_position)
-            key_slots = ids.with_array(xp.arange(k.shape[2]))
-            visible = key_slots.reshape(1, -1) <= slots.reshape(-1, 1)
-            if window is not None:
-                visible = visible & (slots.reshape(-1, 1) - key_slots.reshape(1, -1) < window)
+                key_positions = self.as_input(cache.key_positions(layer_idx, length))
+            sliding = c.layer_type(layer_idx) == "sliding"
+            visible = attention_mask(positions, key_positions, window=c.sliding_window if sliding else None,
+                                     sink_tokens=c.sink_tokens if sliding else 0)
             attn = scaled_dot_product_attention(q, k, v, attn_mask=visible)
             x = x + _merge_heads(attn) @ w["o"]
             h = _rms_norm(x) @ w["up"]

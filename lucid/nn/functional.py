@@ -35,6 +35,32 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     return x.with_array(weights / xp.where(total > 0, total, xp.ones_like(total)))
 
 
+def attention_mask(query_positions, key_positions, window: int | None = None, sink_tokens: int = 0) -> Tensor:
+    """Which keys each query may attend to, from absolute positions: a boolean ``(Lq, Lk)`` mask.
+
+    Query ``q`` sees key ``k`` when ``k <= q`` (causal) and, with a ``window``, when
+    ``q - k < window`` or ``k < sink_tokens`` (attention sinks stay visible). Key positions
+    come from the cache (``cache.key_positions``), so the mask is right whatever the cache
+    kept: everything, a sliding window, or sinks plus a window.
+
+    Examples
+    --------
+    >>> import lucid
+    >>> from lucid.nn.functional import attention_mask
+    >>> attention_mask(lucid.Tensor([5]), lucid.Tensor([0, 3, 4, 5]), window=2, sink_tokens=1).tolist()
+    [[True, False, True, True]]
+    """
+    q = _tensor(query_positions, "query_positions")
+    k = _tensor(key_positions, "key_positions")
+    xp = q.backend.xp
+    rows = xp.reshape(q.array, (-1, 1))
+    cols = xp.reshape(q.as_operand(k), (1, -1))
+    visible = cols <= rows
+    if window is not None:
+        visible = visible & ((rows - cols < window) | (cols < sink_tokens))
+    return q.with_array(visible)
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: bool = False,
                                  scale: float | None = None) -> Tensor:
     """Attention ``softmax(q k^T * scale + mask) v`` over the last two axes.
