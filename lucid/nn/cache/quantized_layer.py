@@ -83,8 +83,11 @@ class QuantizedLayer(CacheLayer):
         lead = tuple(codes.shape[:-1])
         if self.bits == 4:
             codes = xp.stack([xp.bitwise_and(codes, 15), xp.bitwise_right_shift(codes, 4)], axis=-1)
-        groups = xp.reshape(xp.astype(codes, dtype), lead + (dim // self.group_size, self.group_size))
-        return xp.reshape(groups * scales[..., None] + zeros[..., None], lead + (dim,))
+        # In float32 (16-bit float arithmetic is slow on CPUs), rounded to the stored dtype once.
+        f32 = xp.float32
+        groups = xp.reshape(xp.astype(codes, f32), lead + (dim // self.group_size, self.group_size))
+        values = groups * xp.astype(scales, f32)[..., None] + xp.astype(zeros, f32)[..., None]
+        return xp.astype(xp.reshape(values, lead + (dim,)), dtype)
 
     # -- reading ---------------------------------------------------------
     def get(self):

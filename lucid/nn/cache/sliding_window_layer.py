@@ -148,6 +148,14 @@ class SlidingWindowLayer(CacheLayer):
         >>> k.shape, layer.key_positions().tolist()
         ((1, 1, 2, 2), [4, 5])
         """
+        spec, n = self._spec, self.length
+        if spec is not None and not self.sink_tokens and self.written:  # the decode step's fast path
+            k = key.array if type(key) is Tensor else key
+            v = value.array if type(value) is Tensor else value
+            if (type(k) is type(v) is spec.array_type and k.shape == spec.step_k and v.shape == spec.step_v
+                    and k.dtype is v.dtype is spec.dtype
+                    and (cache_position is None or is_next(cache_position, n, 1))):
+                return self._step(k, v, n, spec.backend)
         k, v = as_arrays(key, value)
         spec = self.spec_for(k, v)
         n, count = self.length, k.shape[-2]
@@ -195,6 +203,20 @@ class SlidingWindowLayer(CacheLayer):
         self.sink_keys, self.sink_values, self.ring_keys, self.ring_values = sink_k, sink_v, ring_k, ring_v
         self._spec, self.length, self.written = spec, end, True
         return _wrap(out_k, backend), _wrap(out_v, backend)
+
+    def _step(self, k, v, n: int, backend):
+        """One token at position ``n`` of a layer without sinks: two writes each, two views."""
+        window, ring_k, ring_v = self.window, self.ring_keys, self.ring_values
+        slot = n % window
+        ring_k[..., slot:slot + 1, :] = k
+        ring_k[..., slot + window:slot + window + 1, :] = k
+        ring_v[..., slot:slot + 1, :] = v
+        ring_v[..., slot + window:slot + window + 1, :] = v
+        end = n + 1
+        self.length = end
+        shown = min(window, end)
+        start = (end - shown) % window
+        return _wrap(ring_k[..., start:start + shown, :], backend), _wrap(ring_v[..., start:start + shown, :], backend)
 
     def _returned(self, xp, x, sink, ring, n: int, end: int):
         """A new array of what an update ``x`` of positions ``[n, end)`` returns, built before
