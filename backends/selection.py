@@ -166,6 +166,22 @@ def backend_of(array) -> Backend | None:
     return None
 
 
+def gpu_problem() -> str | None:
+    """Why the CuPy backend cannot run here (CuPy missing, no usable CUDA device), or ``None``.
+
+    Checks without selecting anything; tests and benchmarks use it to skip GPU cases.
+
+    Examples
+    --------
+    >>> import backends
+    >>> isinstance(backends.gpu_problem(), (str, type(None)))
+    True
+    """
+    from ._cupy import gpu_problem as problem
+
+    return problem()
+
+
 def backend_for_device(device: str) -> Backend:
     """The backend that keeps arrays on ``device`` (``"cpu"`` or ``"gpu"``).
 

@@ -5,14 +5,8 @@ import backends
 import lucid
 
 
-def _gpu_skip_reason():
-    from backends._cupy import gpu_problem
-
-    problem = gpu_problem()
-    return None if problem is None else f"CuPy backend unavailable: {problem}"
-
-
-GPU_SKIP = _gpu_skip_reason()
+_PROBLEM = backends.gpu_problem()
+GPU_SKIP = None if _PROBLEM is None else f"CuPy backend unavailable: {_PROBLEM}"
 # NumPy always; array-api-strict proves the code above `backends` needs only the standard;
 # CuPy only where a GPU is usable.
 NAMESPACES = [

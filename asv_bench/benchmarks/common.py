@@ -1,7 +1,7 @@
 """Helpers shared by the benchmark modules: backend switching, cache and floor construction."""
 import lucid
 import lucid.nn as nn
-from backends._cupy import gpu_problem
+from backends import gpu_problem
 
 BACKENDS = ["numpy", "cupy"]
 # (batch, heads, head_dim)

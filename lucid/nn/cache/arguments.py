@@ -31,9 +31,8 @@ def check_int(value, name: str, minimum: int = 0, maximum: int | None = None) ->
 
     Examples
     --------
-    >>> import numpy as np
     >>> from lucid.nn.cache.arguments import check_int
-    >>> check_int(np.int32(3), "repeats", minimum=1)
+    >>> check_int(3, "repeats", minimum=1)
     3
     """
     if type(value) is not int:

@@ -52,9 +52,9 @@ def check_pair(k, v) -> None:
 
     Examples
     --------
-    >>> import numpy as np
+    >>> import lucid
     >>> from lucid.nn.cache.cache_layer import check_pair
-    >>> check_pair(np.ones((1, 2, 3, 4)), np.ones((1, 2, 3, 6)))  # the value head size may differ
+    >>> check_pair(lucid.ones(1, 2, 3, 4).array, lucid.ones(1, 2, 3, 6).array)  # the value head size may differ
     """
     if k.ndim < 3:
         raise ValueError(f"key must have at least 3 axes (batch, ..., seq_len, head_dim), got shape {tuple(k.shape)}")
