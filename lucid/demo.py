@@ -20,28 +20,24 @@ import sys
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from lucid.cli import activate_backend, positive_int, tolerance
 from lucid.generation import generate
 from lucid.models import DecoderConfig, TinyDecoder
 
 
-class Progress:
-    """A one-line text progress bar on stderr (redrawn on a terminal, printed once when done otherwise)."""
+def progress(total: int, label: str):
+    """An ``on_step`` callback drawing a tqdm bar on stderr; silent when stderr is not a terminal
+    (CI logs get the table only), and closed when the run is done."""
+    bar = tqdm(total=total, desc=label, unit="tok", leave=False, disable=None)
 
-    def __init__(self, total: int, label: str):
-        self.total, self.label, self.width, self.shown = total, label, 30, -1
-        self.live = sys.stderr.isatty()
+    def on_step(done: int) -> None:
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
 
-    def __call__(self, done: int) -> None:
-        filled = self.width * done // self.total
-        if filled == self.shown and done != self.total or (not self.live and done != self.total):
-            return
-        self.shown = filled
-        sys.stderr.write(f"\r{self.label:<28s} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}")
-        if done == self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    return on_step
 
 
 def parse_args(argv=None):
@@ -100,10 +96,10 @@ def main(argv=None) -> int:
     rows, all_ok = [], True
     for label, model, kind, options in runs:
         start = time.perf_counter()
-        cached = generate(model, prompt, args.tokens, cache=kind, on_step=Progress(args.tokens, label), **options)
+        cached = generate(model, prompt, args.tokens, cache=kind, on_step=progress(args.tokens, label), **options)
         seconds = time.perf_counter() - start
         plain = generate(model, prompt, args.tokens, cache="none",
-                         on_step=Progress(args.tokens, label + " (no cache)"), **options)
+                         on_step=progress(args.tokens, label + " (no cache)"), **options)
         same, first, diff = compare(cached, plain)
         bound = QUANTIZED_BOUNDS.get(kind, args.tolerance)
         ok = diff <= bound and (first is None or kind == "quantized-4")

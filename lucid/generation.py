@@ -65,9 +65,11 @@ def _last_logits(model, tokens: np.ndarray):
     return logits[:, length - 1, ...].numpy()
 
 
-def generate(model, prompt, max_new_tokens: int, cache: str = "dynamic", num_beams: int = 1,
+def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int = 1,
              on_step=None) -> Generation:
     """Decode ``max_new_tokens`` tokens after ``prompt`` (host ints, shape ``(B, T0)``).
+
+    ``cache`` is a kind for :func:`make_cache` or an empty cache object to fill.
 
     The model runs on the backend its weights were created on. Each step sends
     ``cache_position=[t]``, as models do.
@@ -91,7 +93,7 @@ def generate(model, prompt, max_new_tokens: int, cache: str = "dynamic", num_bea
     """
     prompt = np.asarray(prompt, dtype=np.int64)
     batch, prompt_len = prompt.shape
-    kv = make_cache(cache, model, prompt_len + max_new_tokens)
+    kv = make_cache(cache, model, prompt_len + max_new_tokens) if isinstance(cache, str) else cache
     result = Generation(tokens=prompt)
     beam_scores = None
     for step in range(max_new_tokens):

@@ -50,3 +50,9 @@ def test_cupy_without_a_gpu_prints_the_fix():
 def test_lucid_self_check_passes():
     result = run("lucid")
     assert result.returncode == 0 and "self-check passed" in result.stdout
+
+
+def test_demo_off_a_terminal_prints_the_table_and_no_progress_bars():
+    result = run("lucid.demo", "--tokens", "3", "--layers", "1")
+    assert result.returncode == 0 and "all checks passed" in result.stdout
+    assert result.stderr == ""  # tqdm stays silent when stderr is not a terminal

@@ -1,0 +1,69 @@
+"""End to end: the demo model decoding with each cache kind, next to a floor cache.
+
+The floor cache is what a model needs at the least: preallocated buffers, bare slice writes at
+the positions given, the two views back, positions ``0 .. length - 1``; no checks, no policy.
+"""
+import numpy as np
+
+import lucid
+from lucid.generation import generate
+from lucid.models import DecoderConfig, TinyDecoder
+
+from .common import BACKENDS, sync, use_backend
+
+NEW_TOKENS = 64
+
+
+class FloorCache:
+    """The least a full-attention model needs from a cache (no checks: benchmarks only)."""
+
+    def __init__(self, num_layers, capacity):
+        self.capacity, self.layers, self.lengths = capacity, [None] * num_layers, [0] * num_layers
+
+    def get_seq_length(self, layer_idx=0):
+        return self.lengths[layer_idx]
+
+    def key_positions(self, layer_idx, new_tokens=1):
+        return lucid.arange(self.lengths[layer_idx])
+
+    def update(self, key, value, layer_idx, cache_position=None):
+        xp = key.backend.xp
+        if self.layers[layer_idx] is None:
+            shape = tuple(key.shape[:-2]) + (self.capacity, key.shape[-1])
+            self.layers[layer_idx] = (xp.zeros(shape, dtype=key.array.dtype), xp.zeros(shape, dtype=key.array.dtype))
+        keys, values = self.layers[layer_idx]
+        start, end = cache_position[0], cache_position[-1] + 1
+        keys[..., start:end, :] = key.array
+        values[..., start:end, :] = value.array
+        self.lengths[layer_idx] = end
+        return key.with_array(keys[..., :end, :]), key.with_array(values[..., :end, :])
+
+    def nbytes(self):
+        return 0
+
+
+class DemoDecode:
+    """64 greedy tokens for 2 prompts of 16 with the demo's 4-layer model, prefill included.
+
+    ``sliding`` runs the demo's sliding-window model (window 64, 4 sinks); the others the
+    full-attention model. Tokens per second = 128 / time.
+    """
+
+    params = [BACKENDS, ["floor", "dynamic", "static", "sliding", "quantized-8"]]
+    param_names = ["backend", "cache"]
+    number = 1
+    warmup_time = 0
+
+    def setup(self, backend, cache):
+        use_backend(backend)
+        config = DecoderConfig(num_layers=4)
+        if cache == "sliding":
+            config = DecoderConfig(num_layers=4, layer_types=("sliding",) * 4, sliding_window=64, sink_tokens=4)
+        self.model = TinyDecoder(config)
+        self.prompt = np.random.default_rng(0).integers(0, config.vocab_size, size=(2, 16))
+        self.cache = cache
+
+    def time_generate(self, *params):
+        cache = FloorCache(4, 16 + NEW_TOKENS) if self.cache == "floor" else self.cache
+        generate(self.model, self.prompt, NEW_TOKENS, cache=cache)
+        sync()
