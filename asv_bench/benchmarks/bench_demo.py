@@ -9,7 +9,7 @@ import lucid
 from lucid.generation import generate
 from lucid.models import DecoderConfig, TinyDecoder
 
-from .common import BACKENDS, sync, use_backend
+from .common import BACKENDS, raw, sync, use_backend
 
 NEW_TOKENS = 64
 
@@ -27,16 +27,17 @@ class FloorCache:
         return lucid.arange(self.lengths[layer_idx])
 
     def update(self, key, value, layer_idx, cache_position=None):
-        xp = key.backend.xp
+        k, v = raw(key), raw(value)
         if self.layers[layer_idx] is None:
-            shape = tuple(key.shape[:-2]) + (self.capacity, key.shape[-1])
-            self.layers[layer_idx] = (xp.zeros(shape, dtype=key.array.dtype), xp.zeros(shape, dtype=key.array.dtype))
+            xp = lucid.get_backend().xp
+            shape = tuple(k.shape[:-2]) + (self.capacity, k.shape[-1])
+            self.layers[layer_idx] = (xp.zeros(shape, dtype=k.dtype), xp.zeros(shape, dtype=k.dtype))
         keys, values = self.layers[layer_idx]
         start, end = cache_position[0], cache_position[-1] + 1
-        keys[..., start:end, :] = key.array
-        values[..., start:end, :] = value.array
+        keys[..., start:end, :] = k
+        values[..., start:end, :] = v
         self.lengths[layer_idx] = end
-        return key.with_array(keys[..., :end, :]), key.with_array(values[..., :end, :])
+        return lucid.Tensor(keys[..., :end, :]), lucid.Tensor(values[..., :end, :])
 
     def nbytes(self):
         return 0
