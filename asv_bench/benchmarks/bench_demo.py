@@ -46,11 +46,12 @@ class FloorCache:
 class DemoDecode:
     """64 greedy tokens for 2 prompts of 16 with the demo's 4-layer model, prefill included.
 
-    ``sliding`` runs the demo's sliding-window model (window 64, 4 sinks); the others the
-    full-attention model. Tokens per second = 128 / time.
+    ``sliding`` runs the demo's sliding-window model (window 64, 4 sinks), ``hybrid`` its model
+    whose layers alternate sliding and full attention; the others the full-attention model.
+    Tokens per second = 128 / time.
     """
 
-    params = [BACKENDS, ["floor", "dynamic", "static", "sliding", "quantized-8"]]
+    params = [BACKENDS, ["floor", "dynamic", "static", "sliding", "hybrid", "quantized-8"]]
     param_names = ["backend", "cache"]
     number = 1
     warmup_time = 0
@@ -60,6 +61,8 @@ class DemoDecode:
         config = DecoderConfig(num_layers=4)
         if cache == "sliding":
             config = DecoderConfig(num_layers=4, layer_types=("sliding",) * 4, sliding_window=64, sink_tokens=4)
+        elif cache == "hybrid":
+            config = DecoderConfig(num_layers=4, layer_types=("sliding", "full") * 2, sliding_window=64)
         self.model = TinyDecoder(config)
         self.prompt = np.random.default_rng(0).integers(0, config.vocab_size, size=(2, 16))
         self.cache = cache
