@@ -199,6 +199,25 @@ class Cache(abc.ABC):
         """
         self.prepare_crop(max_length)()
 
+    def save(self, path) -> None:
+        """Write the cache to ``path``: one safetensors file, written atomically.
+
+        ``lucid.nn.load_cache(path)`` gives it back, on whichever backend is active then.
+
+        Examples
+        --------
+        >>> import os, tempfile, lucid, lucid.nn as nn
+        >>> cache = nn.DynamicKVCache()
+        >>> _ = cache.update(lucid.randn(1, 2, 5, 4), lucid.randn(1, 2, 5, 4), 0)
+        >>> path = os.path.join(tempfile.mkdtemp(), "cache.safetensors")
+        >>> cache.save(path)
+        >>> nn.load_cache(path).get_seq_length(0)
+        5
+        """
+        from ...serialization import save_cache
+
+        save_cache(self, path)
+
     def get_max_cache_shape(self) -> int | None:
         """The fixed sequence capacity, or ``None`` when the cache grows on demand.
 

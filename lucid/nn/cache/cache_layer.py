@@ -136,6 +136,32 @@ class CacheLayer(abc.ABC):
     length: int = 0
     written: bool = False
     _spec: Spec | None = None
+    #: The layer kind's name in saved files (``"dynamic"``, ``"static"``...).
+    kind: str = ""
+
+    def arguments(self) -> dict:
+        """The constructor's arguments, to rebuild an empty layer of the same kind.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.SlidingWindowLayer(8, sink_tokens=2).arguments()
+        {'window': 8, 'sink_tokens': 2}
+        """
+        return {}
+
+    @abc.abstractmethod
+    def state(self) -> tuple[dict, dict]:
+        """``(settings, arrays)``: what a file needs to rebuild this layer exactly.
+
+        ``settings`` is JSON-able (kind, constructor arguments, lengths); ``arrays`` maps
+        names to backend arrays of the contents (none for an unwritten layer).
+        """
+
+    @classmethod
+    @abc.abstractmethod
+    def from_state(cls, settings: dict, arrays: dict) -> "CacheLayer":
+        """The layer :meth:`state` described, its arrays on their backend."""
 
     @property
     def batch_size(self) -> int | None:

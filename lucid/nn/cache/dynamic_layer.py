@@ -26,6 +26,8 @@ class DynamicLayer(KVLayer):
     (1000, 1500)
     """
 
+    kind = "dynamic"
+
     def capacity_for(self, needed: int) -> int:
         """``max(256, needed + needed // 2)``.
 

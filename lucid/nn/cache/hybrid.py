@@ -44,3 +44,15 @@ class HybridKVCache(KVCache):
                                  "each model layer needs a layer of its own")
             seen[id(layer)] = i
         super().__init__(layers)
+
+    @classmethod
+    def from_layers(cls, arguments: dict, layers: list) -> "HybridKVCache":
+        """A hybrid cache of ``layers`` (``arguments`` is empty: the layers are the arguments).
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.HybridKVCache.from_layers({}, [nn.DynamicLayer()]).layers
+        [DynamicLayer(length=0, capacity=0, written=False)]
+        """
+        return cls(layers)

@@ -39,6 +39,34 @@ class KVCache(Cache):
         self.layers: list[CacheLayer] = [] if layers is None else list(layers)
         self._fixed = None if layers is None else len(self.layers)
 
+    def arguments(self) -> dict:
+        """The constructor's arguments (what a saved file records to rebuild the cache).
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticKVCache(16, 2).arguments()
+        {'max_cache_len': 16, 'num_layers': 2}
+        """
+        return {}
+
+    @classmethod
+    def from_layers(cls, arguments: dict, layers: list) -> "KVCache":
+        """A cache built from its constructor's ``arguments`` holding ``layers``.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> cache = nn.DynamicKVCache.from_layers({}, [nn.DynamicLayer(), nn.DynamicLayer()])
+        >>> len(cache.layers)
+        2
+        """
+        cache = cls(**arguments)
+        if cache._fixed is not None and len(layers) != cache._fixed:
+            raise ValueError(f"{cls.__name__} with these arguments has {cache._fixed} layers, got {len(layers)}")
+        cache.layers = list(layers)
+        return cache
+
     def new_layer(self) -> CacheLayer:
         """The layer a growing cache adds for a new ``layer_idx`` (fixed-size caches never call it).
 

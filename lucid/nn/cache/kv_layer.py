@@ -15,6 +15,8 @@ import abc
 import math
 from typing import Callable
 
+import backends
+
 from ...tensor import Tensor
 from .arguments import is_next, parse_positions
 from .cache_layer import CacheLayer, Spec, as_arrays, nothing
@@ -339,6 +341,50 @@ class KVLayer(CacheLayer):
         (True, 0)
         """
         self._release()
+
+    def state(self) -> tuple[dict, dict]:
+        """``(settings, arrays)``: the kind, its arguments, the length, and the live positions.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.StaticLayer(8)
+        >>> _ = layer.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4))
+        >>> settings, arrays = layer.state()
+        >>> settings, arrays["keys"].shape
+        ({'kind': 'static', 'args': {'max_cache_len': 8}, 'written': True, 'length': 3}, (1, 2, 3, 4))
+        """
+        settings = {"kind": self.kind, "args": self.arguments(), "written": self.written, "length": self.length}
+        if not self.written:
+            return settings, {}
+        end = self.length
+        return settings, {"keys": self.keys[..., :end, :], "values": self.values[..., :end, :]}
+
+    @classmethod
+    def from_state(cls, settings: dict, arrays: dict) -> "KVLayer":
+        """The layer :meth:`state` described (its capacity follows the policy, its contents are exact).
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.DynamicLayer()
+        >>> _ = layer.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4))
+        >>> copy = nn.DynamicLayer.from_state(*layer.state())
+        >>> bool((copy.get()[0] == layer.get()[0]).min().item())
+        True
+        """
+        layer = cls(**settings["args"])
+        if settings["written"]:
+            keys, values = arrays["keys"], arrays["values"]
+            if keys.shape[-2] == 0:  # written, then cropped to nothing: keep its layout
+                xp = backends.backend_of(keys).xp
+                one_k = xp.zeros(tuple(keys.shape[:-2]) + (1, keys.shape[-1]), dtype=keys.dtype)
+                one_v = xp.zeros(tuple(values.shape[:-2]) + (1, values.shape[-1]), dtype=values.dtype)
+                layer.update(one_k, one_v)
+                layer.prepare_crop(0)()
+            else:
+                layer.update(keys, values)
+        return layer
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(length={self.length}, capacity={self.capacity}, written={self.written})"

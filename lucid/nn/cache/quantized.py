@@ -42,3 +42,14 @@ class QuantizedKVCache(KVCache):
         QuantizedLayer(bits=8, group_size=64, residual_length=128, length=0)
         """
         return QuantizedLayer(self.bits, self.group_size, self.residual_length)
+
+    def arguments(self) -> dict:
+        """The constructor's arguments.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.QuantizedKVCache(bits=8).arguments()
+        {'bits': 8, 'group_size': 64, 'residual_length': 128}
+        """
+        return {"bits": self.bits, "group_size": self.group_size, "residual_length": self.residual_length}

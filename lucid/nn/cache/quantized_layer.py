@@ -43,6 +43,8 @@ class QuantizedLayer(CacheLayer):
     ((1, 2, 100, 64), 84, 16)
     """
 
+    kind = "quantized"
+
     def __init__(self, bits: int = 4, group_size: int = 64, residual_length: int = 128):
         bits = check_int(bits, "bits")
         if bits not in (4, 8):
@@ -281,6 +283,78 @@ class QuantizedLayer(CacheLayer):
         (True, 0)
         """
         self._release()
+
+    def arguments(self) -> dict:
+        """``{"bits": ..., "group_size": ..., "residual_length": ...}``.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.QuantizedLayer(bits=8).arguments()
+        {'bits': 8, 'group_size': 64, 'residual_length': 128}
+        """
+        return {"bits": self.bits, "group_size": self.group_size, "residual_length": self.residual_length}
+
+    def state(self) -> tuple[dict, dict]:
+        """``(settings, arrays)``: arguments, lengths, chunk sizes; the codes, scales and zeros
+        of the chunks (each concatenated) and the residual, for keys and values.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.QuantizedLayer(bits=4, group_size=4, residual_length=2)
+        >>> _ = layer.update(lucid.randn(1, 1, 7, 4), lucid.randn(1, 1, 7, 4))
+        >>> settings, arrays = layer.state()
+        >>> settings["chunks"], arrays["key.codes"].shape, arrays["key.residual"].shape
+        ([5], (1, 1, 5, 2), (1, 1, 2, 4))
+        """
+        settings = {"kind": self.kind, "args": self.arguments(), "written": self.written, "length": self.length}
+        if not self.written:
+            return settings, {}
+        xp, held = self._spec.backend.xp, self.residual_length_held
+        settings["chunks"] = [chunk[0].shape[-2] for chunk in self.chunks["key"]]
+        arrays = {}
+        for name in ("key", "value"):
+            if self.chunks[name]:
+                for i, part in enumerate(("codes", "scales", "zeros")):
+                    arrays[f"{name}.{part}"] = xp.concat([c[i] for c in self.chunks[name]], axis=-2)
+            arrays[f"{name}.residual"] = self.residual[name][..., :held, :]
+        return settings, arrays
+
+    @classmethod
+    def from_state(cls, settings: dict, arrays: dict) -> "QuantizedLayer":
+        """The layer :meth:`state` described, codes and residual exactly as they were.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.QuantizedLayer(bits=4, group_size=4, residual_length=2)
+        >>> _ = layer.update(lucid.randn(1, 1, 7, 4), lucid.randn(1, 1, 7, 4))
+        >>> copy = nn.QuantizedLayer.from_state(*layer.state())
+        >>> bool((copy.get()[0] == layer.get()[0]).min().item())
+        True
+        """
+        layer = cls(**settings["args"])
+        if not settings["written"]:
+            return layer
+        residual_k, residual_v = arrays["key.residual"], arrays["value.residual"]
+        spec = Spec.of(residual_k, residual_v)
+        xp, keep = spec.backend.xp, layer.residual_length
+        held = residual_k.shape[-2]
+        for name, recent, step in (("key", residual_k, spec.step_k), ("value", residual_v, spec.step_v)):
+            start = 0
+            for size in settings["chunks"]:
+                layer.chunks[name].append(tuple(
+                    xp.asarray(arrays[f"{name}.{part}"][..., start:start + size, :], copy=True)
+                    for part in ("codes", "scales", "zeros")))
+                start += size
+            buffer = xp.empty(step[:-2] + (2 * keep, step[-1]), dtype=spec.dtype)
+            buffer[..., :held, :] = recent
+            layer.residual[name] = buffer
+        layer.quantized_length = sum(settings["chunks"])
+        layer.residual_length_held = held
+        layer._spec, layer.length, layer.written = spec, settings["length"], True
+        return layer
 
     def __repr__(self) -> str:
         return (f"QuantizedLayer(bits={self.bits}, group_size={self.group_size}, "

@@ -54,3 +54,14 @@ class SlidingWindowKVCache(KVCache):
         10
         """
         return self.sink_tokens + self.window
+
+    def arguments(self) -> dict:
+        """The constructor's arguments.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.SlidingWindowKVCache(8).arguments()
+        {'window': 8, 'sink_tokens': 0}
+        """
+        return {"window": self.window, "sink_tokens": self.sink_tokens}

@@ -47,6 +47,8 @@ class SlidingWindowLayer(CacheLayer):
     (10, (1, 2, 5, 8), [0, 6, 7, 8, 9])
     """
 
+    kind = "sliding_window"
+
     def __init__(self, window: int, sink_tokens: int = 0):
         self.window = check_int(window, "window", minimum=1)
         self.sink_tokens = check_int(sink_tokens, "sink_tokens", minimum=0)
@@ -313,6 +315,67 @@ class SlidingWindowLayer(CacheLayer):
         (True, 0)
         """
         self._release()
+
+    def arguments(self) -> dict:
+        """``{"window": ..., "sink_tokens": ...}``.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.SlidingWindowLayer(4).arguments()
+        {'window': 4, 'sink_tokens': 0}
+        """
+        return {"window": self.window, "sink_tokens": self.sink_tokens}
+
+    def state(self) -> tuple[dict, dict]:
+        """``(settings, arrays)``: arguments, the absolute length, and what ``get`` returns.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.SlidingWindowLayer(2)
+        >>> _ = layer.update(lucid.randn(1, 1, 5, 4), lucid.randn(1, 1, 5, 4))
+        >>> settings, arrays = layer.state()
+        >>> settings["length"], arrays["keys"].shape
+        (5, (1, 1, 2, 4))
+        """
+        settings = {"kind": self.kind, "args": self.arguments(), "written": self.written, "length": self.length}
+        if not self.written:
+            return settings, {}
+        keys, values = self.get()
+        return settings, {"keys": keys.array, "values": values.array}
+
+    @classmethod
+    def from_state(cls, settings: dict, arrays: dict) -> "SlidingWindowLayer":
+        """The layer :meth:`state` described: same absolute length, same keys kept.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.SlidingWindowLayer(2, sink_tokens=1)
+        >>> _ = layer.update(lucid.randn(1, 1, 5, 4), lucid.randn(1, 1, 5, 4))
+        >>> copy = nn.SlidingWindowLayer.from_state(*layer.state())
+        >>> copy.length, copy.key_positions().tolist()
+        (5, [0, 3, 4])
+        """
+        layer = cls(**settings["args"])
+        if not settings["written"]:
+            return layer
+        keys, values = arrays["keys"], arrays["values"]
+        spec = Spec.of(keys, values)
+        sink_k, sink_v, ring_k, ring_v = layer._allocate(spec)
+        end, sinks = settings["length"], layer.sink_tokens
+        held = min(sinks, end)
+        if held:
+            sink_k[..., :held, :] = keys[..., :held, :]
+            sink_v[..., :held, :] = values[..., :held, :]
+        first = layer._first_kept(end)
+        if first < end:
+            layer._write_ring(ring_k, keys[..., held:, :], first - sinks)
+            layer._write_ring(ring_v, values[..., held:, :], first - sinks)
+        layer.sink_keys, layer.sink_values, layer.ring_keys, layer.ring_values = sink_k, sink_v, ring_k, ring_v
+        layer._spec, layer.length, layer.written = spec, end, True
+        return layer
 
     def __repr__(self) -> str:
         return f"SlidingWindowLayer(window={self.window}, sink_tokens={self.sink_tokens}, length={self.length})"

@@ -43,3 +43,14 @@ class StaticKVCache(KVCache):
         128
         """
         return self.max_cache_len
+
+    def arguments(self) -> dict:
+        """The constructor's arguments.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticKVCache(16, 2).arguments()
+        {'max_cache_len': 16, 'num_layers': 2}
+        """
+        return {"max_cache_len": self.max_cache_len, "num_layers": self.num_layers}

@@ -29,10 +29,22 @@ class StaticLayer(KVLayer):
     """
 
     capacity_argument = "max_cache_len"
+    kind = "static"
 
     def __init__(self, max_cache_len: int):
         self.max_cache_len = check_int(max_cache_len, "max_cache_len", minimum=1)
         super().__init__()
+
+    def arguments(self) -> dict:
+        """``{"max_cache_len": ...}``.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticLayer(16).arguments()
+        {'max_cache_len': 16}
+        """
+        return {"max_cache_len": self.max_cache_len}
 
     def capacity_for(self, needed: int) -> int:
         """``max_cache_len``, or a ``ValueError`` when ``needed`` exceeds it.
