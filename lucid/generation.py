@@ -69,7 +69,9 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
              on_step=None) -> Generation:
     """Decode ``max_new_tokens`` tokens after ``prompt`` (host ints, shape ``(B, T0)``).
 
-    ``cache`` is a kind for :func:`make_cache` or an empty cache object to fill.
+    ``cache`` is a kind for :func:`make_cache`, or a cache object: empty, or holding a prefix
+    of the prompt shorter than it (e.g. fetched from a :class:`~lucid.nn.PrefixStore`), in
+    which case only the rest of the prompt is prefilled.
 
     The model runs on the backend its weights were created on. Each step sends
     ``cache_position=[t]``, as models do.
@@ -93,6 +95,9 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
     """
     prompt = np.asarray(prompt, dtype=np.int64)
     batch, prompt_len = prompt.shape
+    if not isinstance(cache, str) and cache.get_seq_length(0) >= prompt_len:
+        raise ValueError(f"the cache already holds {cache.get_seq_length(0)} positions; it may hold at most a "
+                         f"prefix of the prompt ({prompt_len} tokens) shorter than it")
     kv = make_cache(cache, model, prompt_len + max_new_tokens) if isinstance(cache, str) else cache
     result = Generation(tokens=prompt)
     beam_scores = None
@@ -101,7 +106,8 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
         if kv is None:
             logits = _last_logits(model, result.tokens)
         else:
-            new = result.tokens if step == 0 else result.tokens[:, -1:]
+            done = kv.get_seq_length(0) if step == 0 else length - 1  # a prefix may come cached
+            new = result.tokens[:, done:]
             out = model.forward(new, cache=kv, cache_position=list(range(length - new.shape[1], length)))
             logits = out[:, new.shape[1] - 1, ...].numpy()
         if num_beams == 1:

@@ -64,7 +64,16 @@ def _rebuild(description: dict, prefix: str, tensors: dict, backend):
     return caches[description["class"]].from_layers(description["args"], layers)
 
 
-def _checksum(tensors: dict) -> str:
+def checksum(tensors: dict) -> str:
+    """SHA-256 over the names and bytes of host arrays, in name order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lucid.serialization import checksum
+    >>> checksum({"a": np.zeros(2)}) == checksum({"a": np.zeros(2)}), len(checksum({}))
+    (True, 64)
+    """
     digest = hashlib.sha256()
     for name in sorted(tensors):
         digest.update(name.encode())
@@ -92,7 +101,7 @@ def cache_bytes(cache) -> bytes:
             array, bfloat16 = array.view(np.uint16), bfloat16 + [name]
         stored[name] = np.ascontiguousarray(array)
     meta = {"format": FORMAT, "version": VERSION, "cache": description, "bfloat16": bfloat16,
-            "sha256": _checksum(stored)}
+            "sha256": checksum(stored)}
     return safetensors.numpy.save(stored, metadata={"lucid": json.dumps(meta)})
 
 
@@ -117,7 +126,7 @@ def cache_from_bytes(data: bytes, source: str = "the data"):
     if meta.get("version") != VERSION:
         raise ValueError(f"{source} was saved in lucid cache format version {meta.get('version')}; "
                          f"this lucid reads version {VERSION}")
-    if _checksum(tensors) != meta.get("sha256"):
+    if checksum(tensors) != meta.get("sha256"):
         raise ValueError(f"{source} is corrupted: its tensors do not match the checksum saved with them")
     for name in meta.get("bfloat16", []):
         tensors[name] = tensors[name].view(np.dtype(backends.load_backend("numpy").dtype("bfloat16")))
