@@ -206,3 +206,13 @@ def test_bfloat16_chunks(tier):
     assert store.fetch(list(range(16)), fetched) == 16
     assert fetched.get(0)[0].dtype == lucid.BFloat16
     np.testing.assert_array_equal(fetched.get(0)[0].numpy(), k.numpy())
+
+
+@pytest.mark.parametrize("where", ["disk", "redis"])
+def test_the_demo_reuses_a_prefix_through_each_store(where, tmp_path, request, capsys):
+    from lucid.demo import main as demo_main
+
+    spec = str(tmp_path / "store") if where == "disk" else request.getfixturevalue("redis_server").url
+    assert demo_main(["--tokens", "3", "--layers", "1", "--prefix-len", "256", "--requests", "2",
+                      "--prefix-store", spec]) == 0
+    assert "| 2 | 256 |" in capsys.readouterr().out
