@@ -113,7 +113,7 @@ class PrefixStore:
                 tensors[f"{layer}.{name}"] = host.view(np.uint16) if host.dtype.name == "bfloat16" else host
         dtype = keys.dtype.name
         meta = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint, "key": key, "index": index,
-                "chunk_size": self.chunk_size, "dtype": dtype, "sha256": checksum(tensors),
+                "chunk_size": self.chunk_size, "dtype": dtype, "crc32": checksum(tensors),
                 "shapes": {name: list(array.shape) for name, array in tensors.items()}}
         return safetensors.numpy.save(tensors, metadata={"lucid": json.dumps(meta)})
 
@@ -130,7 +130,7 @@ class PrefixStore:
         if any(meta.get(name) != value for name, value in expected.items()):
             return None
         shapes = {name: list(array.shape) for name, array in tensors.items()}
-        if shapes != meta.get("shapes") or checksum(tensors) != meta.get("sha256"):
+        if shapes != meta.get("shapes") or checksum(tensors) != meta.get("crc32"):
             return None
         if any(shape[-2] != self.chunk_size for shape in shapes.values()):
             return None
