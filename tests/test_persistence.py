@@ -162,3 +162,29 @@ def test_bad_files_raise_value_errors_naming_the_path(tmp_path):
         with pytest.raises(ValueError, match=text) as info:
             nn.load_cache(path)
         assert str(path) in str(info.value)
+
+
+def test_a_process_killed_mid_save_never_leaves_a_truncated_file(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "cache.safetensors"
+    code = (
+        "import lucid, lucid.nn as nn\n"
+        "cache = nn.DynamicKVCache()\n"
+        "k = lucid.randn(1, 16, 4096, 128)\n"
+        "cache.update(k, k, 0)\n"
+        "print('ready', flush=True)\n"
+        f"while True: cache.save({str(path)!r})\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for delay in (0.05, 0.2, 0.45):  # kill it at different points of a save
+        process = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        if path.exists():  # whatever is at the path is a whole cache
+            assert nn.load_cache(path).get_seq_length(0) == 4096
