@@ -7,7 +7,7 @@ inside one call where one step is too short to time.
 """
 import lucid
 
-from .common import BACKENDS, DTYPES, SHAPES, Floor, filled_cache, new_cache, sync, tokens, use_backend
+from .common import BACKENDS, DTYPES, SHAPES, Floor, filled_cache, new_cache, run_steps, sync, tokens, use_backend
 
 STEPS = 1000  # decode steps per timed call: one step (about 2 us) is too short to time alone
 
@@ -51,10 +51,7 @@ class DecodeStep:
         sync()
 
     def time_1000_updates(self, *params):
-        step = self.step
-        for t in range(self.start, self.start + STEPS):
-            step(t)
-        sync()
+        run_steps(self.step, self.start, STEPS)
 
 
 class DecodeStepShapes:
@@ -71,10 +68,7 @@ class DecodeStepShapes:
         sync()
 
     def time_1000_updates(self, *params):
-        step = self.step
-        for t in range(1024, 1024 + STEPS):
-            step(t)
-        sync()
+        run_steps(self.step, 1024, STEPS)
 
 
 class FirstStepAfterPrefill:

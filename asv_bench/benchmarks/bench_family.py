@@ -2,7 +2,7 @@
 import lucid
 import lucid.nn as nn
 
-from .common import BACKENDS, Floor, sync, tokens, use_backend
+from .common import BACKENDS, Floor, run_steps, sync, tokens, use_backend
 
 STEPS = 1000
 
@@ -37,10 +37,7 @@ class SlidingWindowStep:
         sync()
 
     def time_1000_updates(self, *params):
-        step = self.step
-        for t in range(1024, 1024 + STEPS):
-            step(t)
-        sync()
+        run_steps(self.step, 1024, STEPS)
 
 
 class SinksStep:
@@ -67,10 +64,7 @@ class SinksStep:
         sync()
 
     def time_100_updates(self, *params):
-        step = self.step
-        for t in range(1024, 1124):
-            step(t)
-        sync()
+        run_steps(self.step, 1024, 100)
 
 
 class QuantizedStep:
@@ -99,10 +93,7 @@ class QuantizedStep:
         sync()
 
     def time_100_updates(self, *params):
-        step = self.step
-        for t in range(1024, 1124):
-            step(t)
-        sync()
+        run_steps(self.step, 1024, 100)
 
 
 class QuantizedMemory:

@@ -70,3 +70,10 @@ class Floor:
 
 def sync():
     lucid.get_backend().synchronize()
+
+
+def run_steps(step, start, count):
+    """``step(t)`` for ``t`` in ``[start, start + count)``, then wait for the device."""
+    for t in range(start, start + count):
+        step(t)
+    sync()

@@ -256,5 +256,19 @@ class CacheLayer(abc.ABC):
         """Prepare to keep the latest ``max_length`` positions; return the commit."""
 
     @abc.abstractmethod
+    def _release(self) -> None:
+        """Drop the contents and the buffers: back to a new, unwritten layer."""
+
     def reset(self) -> None:
-        """Forget the contents."""
+        """Forget the contents and release the buffers (a layer kind may keep them, as
+        ``StaticLayer`` does for its next first write).
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.SlidingWindowLayer(window=2)
+        >>> _ = layer.update(lucid.randn(1, 1, 3, 2), lucid.randn(1, 1, 3, 2))
+        >>> layer.reset(); layer.get() is None, layer.length, layer.nbytes()
+        (True, 0, 0)
+        """
+        self._release()

@@ -329,19 +329,6 @@ class KVLayer(CacheLayer):
 
         return commit
 
-    def reset(self) -> None:
-        """Forget the contents and release the buffers (``StaticLayer`` keeps them for reuse).
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> layer = nn.DynamicLayer()
-        >>> _ = layer.update(lucid.randn(1, 1, 5, 2), lucid.randn(1, 1, 5, 2))
-        >>> layer.reset(); layer.get() is None, layer.nbytes()
-        (True, 0)
-        """
-        self._release()
-
     def state(self) -> tuple[dict, dict]:
         """``(settings, arrays)``: the kind, its arguments, the length, and the live positions.
 

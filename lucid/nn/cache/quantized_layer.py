@@ -271,19 +271,6 @@ class QuantizedLayer(CacheLayer):
 
         return commit
 
-    def reset(self) -> None:
-        """Forget the contents and release the buffers.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> layer = nn.QuantizedLayer(bits=8, group_size=4)
-        >>> _ = layer.update(lucid.randn(1, 1, 3, 4), lucid.randn(1, 1, 3, 4))
-        >>> layer.reset(); layer.get() is None, layer.nbytes()
-        (True, 0)
-        """
-        self._release()
-
     def arguments(self) -> dict:
         """``{"bits": ..., "group_size": ..., "residual_length": ...}``.
 

@@ -303,19 +303,6 @@ class SlidingWindowLayer(CacheLayer):
             "cropped to max_length >= its length (a no-op). Use reset() to start over"
         )
 
-    def reset(self) -> None:
-        """Forget the contents and release the buffers.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> layer = nn.SlidingWindowLayer(window=2)
-        >>> _ = layer.update(lucid.randn(1, 1, 3, 2), lucid.randn(1, 1, 3, 2))
-        >>> layer.reset(); layer.get() is None, layer.length
-        (True, 0)
-        """
-        self._release()
-
     def arguments(self) -> dict:
         """``{"window": ..., "sink_tokens": ...}``.
 
