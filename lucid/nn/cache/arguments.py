@@ -128,6 +128,25 @@ def is_next(cache_position, start: int, n_tokens: int) -> bool:
     return False
 
 
+def check_append(cache_position, start: int, n_tokens: int, batch: int, layer_kind: str) -> None:
+    """For layers that only append: ``cache_position`` must be ``None`` or exactly the next
+    positions ``[start, start + n_tokens)`` in any accepted form; raises otherwise.
+
+    Examples
+    --------
+    >>> from lucid.nn.cache.arguments import check_append
+    >>> check_append([4, 5], 4, 2, batch=1, layer_kind="a sliding-window layer")
+    """
+    if cache_position is None or is_next(cache_position, start, n_tokens):
+        return
+    pos = parse_positions(cache_position, n_tokens, batch)  # TypeError/ValueError if malformed
+    if not (pos.contiguous and pos.lo == start):
+        raise ValueError(
+            f"{layer_kind} only appends: cache_position must be the next positions "
+            f"[{start}, {start + n_tokens}), got positions from {pos.lo} to {pos.hi - 1}"
+        )
+
+
 class Positions(NamedTuple):
     """Validated cache positions of one update (see :func:`parse_positions`)."""
 

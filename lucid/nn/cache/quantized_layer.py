@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ...tensor import Tensor
-from .arguments import check_int, is_next, parse_positions
+from .arguments import check_append, check_int
 from .cache_layer import CacheLayer, Spec, as_arrays, nothing
 
 
@@ -146,13 +146,7 @@ class QuantizedLayer(CacheLayer):
         k, v = as_arrays(key, value)
         spec = self.spec_for(k, v)
         n, count = self.length, k.shape[-2]
-        if cache_position is not None and not is_next(cache_position, n, count):
-            pos = parse_positions(cache_position, count, k.shape[0])  # TypeError/ValueError if malformed
-            if not (pos.contiguous and pos.lo == n):
-                raise ValueError(
-                    f"a quantized layer only appends: cache_position must be the next positions "
-                    f"[{n}, {n + count}), got positions from {pos.lo} to {pos.hi - 1}"
-                )
+        check_append(cache_position, n, count, k.shape[0], "a quantized layer")
         if not self.written:
             self._check_layout(spec)
         xp, keep = spec.backend.xp, self.residual_length

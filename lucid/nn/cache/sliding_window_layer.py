@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ...tensor import Tensor
-from .arguments import check_int, is_next, parse_positions
+from .arguments import check_append, check_int, is_next
 from .cache_layer import CacheLayer, Spec, as_arrays, nothing
 
 _wrap = Tensor.wrap
@@ -161,13 +161,7 @@ class SlidingWindowLayer(CacheLayer):
         k, v = as_arrays(key, value)
         spec = self.spec_for(k, v)
         n, count = self.length, k.shape[-2]
-        if cache_position is not None and not is_next(cache_position, n, count):
-            pos = parse_positions(cache_position, count, k.shape[0])  # TypeError/ValueError if malformed
-            if not (pos.contiguous and pos.lo == n):
-                raise ValueError(
-                    f"a sliding-window layer only appends: cache_position must be the next positions "
-                    f"[{n}, {n + count}), got positions from {pos.lo} to {pos.hi - 1}"
-                )
+        check_append(cache_position, n, count, k.shape[0], "a sliding-window layer")
         end, sinks, window = n + count, self.sink_tokens, self.window
         if self.written:
             sink_k, sink_v, ring_k, ring_v = self.sink_keys, self.sink_values, self.ring_keys, self.ring_values
