@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import pathlib
 import shutil
 import socket
@@ -80,7 +79,7 @@ def time_to_first_token(tiers, prefix, repeats):
         store = nn.PrefixStore([tier], chunk_size=256, fingerprint="benchmark-model")
         store.put(prompt, seed)
 
-        def warm():
+        def warm(store=store):
             cache = nn.DynamicKVCache()
             store.fetch(prompt, cache)
             first_token(cache)
@@ -117,7 +116,8 @@ def throughput(tiers, directory, redis_url, repeats):
             store.put(tokens, cache)
 
         rows[f"PrefixStore.put, {name}"] = median_time(put, repeats)
-        rows[f"PrefixStore.fetch, {name}"] = median_time(lambda: store.fetch(tokens, nn.DynamicKVCache()), repeats)
+        rows[f"PrefixStore.fetch, {name}"] = median_time(lambda store=store: store.fetch(tokens, nn.DynamicKVCache()),
+                                                       repeats)
     floor_file = directory / "floor.bin"
     floors = {"disk": (lambda: floor_file.write_bytes(raw), lambda: floor_file.read_bytes())}
     if redis_url:

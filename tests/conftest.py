@@ -4,6 +4,8 @@ import pytest
 import backends
 import lucid
 
+from .redis_server import redis_server  # noqa: F401 - a fixture for the tests that need Redis
+
 
 _PROBLEM = backends.gpu_problem()
 GPU_SKIP = None if _PROBLEM is None else f"CuPy backend unavailable: {_PROBLEM}"

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import lucid
 import lucid.nn as nn
 
 from .helpers import assert_unchanged, kv, snapshot

@@ -15,7 +15,6 @@ import lucid
 import lucid.nn as nn
 from lucid.models import DecoderConfig, TinyDecoder
 
-from .redis_server import redis_server  # noqa: F401 - the fixture
 
 MODEL = TinyDecoder(DecoderConfig(num_layers=2))
 PROMPT = np.random.default_rng(0).integers(0, 256, size=37)

@@ -113,7 +113,7 @@ class QuantizedMemory:
         self.dynamic = nn.DynamicKVCache()
         block = lucid.randn(1, 8, 128, 128).astype(lucid.Float16)
         one = lucid.randn(1, 8, 1, 128).astype(lucid.Float16)
-        for start in range(0, 4096, 128):
+        for _ in range(4096 // 128):
             self.quantized.update(block, block, 0)
         for t in range(4096):
             self.dynamic.update(one, one, 0, cache_position=[t])

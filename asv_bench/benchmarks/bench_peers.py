@@ -13,7 +13,7 @@ def _import():
         import torch
         import transformers
     except ImportError as exc:
-        raise NotImplementedError(f"peer comparison needs torch and transformers: {exc}")
+        raise NotImplementedError(f"peer comparison needs torch and transformers: {exc}") from exc
     return torch, transformers
 
 

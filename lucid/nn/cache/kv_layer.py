@@ -12,7 +12,6 @@ leaves the layer exactly as it was.
 from __future__ import annotations
 
 import abc
-import math
 from typing import Callable
 
 import backends
