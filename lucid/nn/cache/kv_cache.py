@@ -158,7 +158,7 @@ class KVCache(Cache):
 
     # -- writing ---------------------------------------------------------
     def update(self, key, value, layer_idx: int, cache_position=None):
-        """Write ``key``/``value`` into ``layer_idx``; return the layer's ``(key, value)`` views.
+        """Write ``key``/``value`` into ``layer_idx``; return the ``(key, value)`` to attend to.
 
         Parameters
         ----------
@@ -176,7 +176,10 @@ class KVCache(Cache):
         Returns
         -------
         (Tensor, Tensor)
-            Views of everything the layer holds, as ``get(layer_idx)`` would return.
+            The keys and values to attend to. Dynamic and static layers return views of
+            everything they hold (as ``get`` would); a sliding window returns what the new
+            queries may see (``key_positions`` tells their positions); a quantized layer
+            returns new full-precision arrays.
 
         Raises
         ------
