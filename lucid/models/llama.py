@@ -1,0 +1,247 @@
+"""Llama-family decoders (Llama 2/3, Mistral, Qwen2) from checkpoints written by Hugging Face.
+
+``load_pretrained(directory)`` reads ``config.json`` and ``model.safetensors`` (or the shards
+its ``model.safetensors.index.json`` names), float32, float16 or bfloat16, and computes in
+float32 on the active backend. No torch at run time.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from dataclasses import dataclass
+
+import ml_dtypes  # noqa: F401 - registers bfloat16 with NumPy, so safetensors can read it
+import numpy as np
+from safetensors import safe_open
+
+import backends
+
+from ..nn.functional import attention_mask, scaled_dot_product_attention
+from ..tensor import Tensor
+
+ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """What the forward pass needs from a checkpoint's ``config.json``."""
+
+    architecture: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: tuple  # sorted (key, value) pairs of a llama3 scaling, or ()
+    tie_word_embeddings: bool
+    qkv_bias: bool
+    o_bias: bool
+    layer_types: tuple
+    sliding_window: int = 0
+    sink_tokens: int = 0
+
+    def layer_type(self, layer_idx: int) -> str:
+        """``"full"`` or ``"sliding"``."""
+        return self.layer_types[layer_idx]
+
+    @classmethod
+    def from_json(cls, raw: dict, source: str) -> "LlamaConfig":
+        """Parse a Hugging Face ``config.json`` (transformers 4 or 5 spelling)."""
+        architecture = (raw.get("architectures") or ["?"])[0]
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"{source}: architecture {architecture!r} is not supported; lucid loads "
+                             f"{', '.join(ARCHITECTURES)}")
+        heads = raw["num_attention_heads"]
+        rope = dict(raw.get("rope_parameters") or {})
+        theta = rope.pop("rope_theta", raw.get("rope_theta", 10000.0))
+        scaling = raw.get("rope_scaling") or rope
+        kind = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
+        if kind not in ("default", "llama3"):
+            raise ValueError(f"{source}: rope scaling {kind!r} is not supported (default and llama3 are)")
+        layers = raw["num_hidden_layers"]
+        window = raw.get("sliding_window") or 0
+        if architecture == "Qwen2ForCausalLM" and not raw.get("use_sliding_window", False):
+            window = 0
+        types = raw.get("layer_types")
+        if types:
+            layer_types = tuple("sliding" if t == "sliding_attention" else "full" for t in types)
+        elif architecture == "Qwen2ForCausalLM" and window:
+            first = raw.get("max_window_layers", layers)
+            layer_types = tuple("sliding" if i >= first else "full" for i in range(layers))
+        else:
+            layer_types = ("sliding" if window else "full",) * layers
+        bias = bool(raw.get("attention_bias", False))
+        return cls(
+            architecture=architecture, vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"],
+            intermediate_size=raw["intermediate_size"], num_layers=layers, num_heads=heads,
+            num_kv_heads=raw.get("num_key_value_heads") or heads,
+            head_dim=raw.get("head_dim") or raw["hidden_size"] // heads, rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
+            rope_theta=float(theta),
+            rope_scaling=tuple(sorted((k, v) for k, v in scaling.items() if k != "rope_theta")) if kind == "llama3" else (),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            qkv_bias=architecture == "Qwen2ForCausalLM" or bias, o_bias=bias,
+            layer_types=layer_types, sliding_window=int(window),
+        )
+
+
+def _inverse_frequencies(config: LlamaConfig) -> np.ndarray:
+    dim = config.head_dim
+    inv = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+    if not config.rope_scaling:
+        return inv.astype(np.float32)
+    p = dict(config.rope_scaling)  # llama 3.1: stretch the low frequencies, keep the high ones
+    factor, low, high = p["factor"], p["low_freq_factor"], p["high_freq_factor"]
+    old = p["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    scaled = np.where(wavelen > old / low, inv / factor, inv)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+class _Weights:
+    """The checkpoint's tensors by name, across shards, read on demand."""
+
+    def __init__(self, directory: pathlib.Path):
+        index = directory / "model.safetensors.index.json"
+        if index.exists():
+            names = json.loads(index.read_text())["weight_map"]
+        elif (directory / "model.safetensors").exists():
+            names = None
+        else:
+            raise ValueError(f"{directory}: no model.safetensors or model.safetensors.index.json")
+        files = sorted(set(names.values())) if names else ["model.safetensors"]
+        self.where = {}
+        for file in files:
+            with safe_open(str(directory / file), framework="numpy") as f:
+                for key in f.keys():
+                    self.where[key] = directory / file
+
+    def get(self, name: str) -> np.ndarray:
+        if name not in self.where:
+            raise ValueError(f"the checkpoint has no tensor {name!r} (files: "
+                             f"{', '.join(sorted({p.name for p in self.where.values()}))})")
+        with safe_open(str(self.where[name]), framework="numpy") as f:
+            return f.get_tensor(name).astype(np.float32)
+
+
+class LlamaModel:
+    """A Llama-family decoder with weights on the active backend, computing in float32.
+
+    Examples
+    --------
+    >>> import numpy as np, lucid.nn as nn
+    >>> from lucid.models import load_pretrained
+    >>> model = load_pretrained("/path/to/checkpoint")  # doctest: +SKIP
+    >>> logits = model.forward(np.array([[1, 2, 3]]), cache=nn.DynamicKVCache())  # doctest: +SKIP
+    """
+
+    def __init__(self, config: LlamaConfig, weights: _Weights):
+        self.config = config
+        backend = backends.get_backend()
+        self.backend = backend
+
+        def tensor(name, transpose=False):
+            host = weights.get(name)
+            return Tensor.wrap(backend.from_host(np.ascontiguousarray(host.T if transpose else host)), backend)
+
+        def maybe(name, transpose=False):
+            return tensor(name, transpose) if name in weights.where else None
+
+        c = config
+        self.embed = tensor("model.embed_tokens.weight")
+        self.norm = tensor("model.norm.weight")
+        self.unembed = tensor("model.embed_tokens.weight" if c.tie_word_embeddings and "lm_head.weight" not in
+                              weights.where else "lm_head.weight", transpose=True)
+        self.layers = []
+        for i in range(c.num_layers):
+            p = f"model.layers.{i}."
+            layer = {name: tensor(p + path + ".weight", transpose=True) for name, path in (
+                ("q", "self_attn.q_proj"), ("k", "self_attn.k_proj"), ("v", "self_attn.v_proj"), ("o", "self_attn.o_proj"),
+                ("gate", "mlp.gate_proj"), ("up", "mlp.up_proj"), ("down", "mlp.down_proj"))}
+            for name, path in (("q", "self_attn.q_proj"), ("k", "self_attn.k_proj"), ("v", "self_attn.v_proj"),
+                               ("o", "self_attn.o_proj")):
+                layer[name + "_bias"] = maybe(p + path + ".bias")
+            layer["norm1"] = tensor(p + "input_layernorm.weight")
+            layer["norm2"] = tensor(p + "post_attention_layernorm.weight")
+            self.layers.append(layer)
+        self.inv_freq = Tensor.wrap(backend.from_host(_inverse_frequencies(c)), backend)
+
+    def forward(self, input_ids, cache=None, cache_position=None) -> Tensor:
+        """Logits ``(B, T, vocab)`` for host int ids ``(B, T)``; ``cache`` as for the demo model.
+
+        Attention masks come from the cache's absolute key positions, so sliding-window layers
+        see exactly the window the config names.
+        """
+        ids = np.asarray(input_ids.numpy() if isinstance(input_ids, Tensor) else input_ids, dtype=np.int64)
+        backend, xp, c = self.backend, self.backend.xp, self.config
+        batch, length = ids.shape
+        start = cache.get_seq_length(0) if cache is not None else 0
+        host_positions = np.arange(start, start + length) if cache_position is None else np.asarray(cache_position)
+        positions = Tensor.wrap(backend.from_host(host_positions.astype(np.int64)), backend)
+        angles = xp.reshape(xp.astype(positions.array, xp.float32), (-1, 1)) * xp.reshape(self.inv_freq.array, (1, -1))
+        cos, sin = xp.cos(angles), xp.sin(angles)
+        x = xp.take(self.embed.array, backend.from_host(ids.reshape(-1)), axis=0)
+        x = xp.reshape(x, (batch, length, c.hidden_size))
+        for layer_idx, w in enumerate(self.layers):
+            h = self._rms(x, w["norm1"].array)
+            q = self._heads(self._linear(h, w["q"], w["q_bias"]), c.num_heads, cos, sin)
+            k = self._heads(self._linear(h, w["k"], w["k_bias"]), c.num_kv_heads, cos, sin)
+            v = self._heads(self._linear(h, w["v"], w["v_bias"]), c.num_kv_heads)
+            k_t, v_t = Tensor.wrap(k, backend), Tensor.wrap(v, backend)
+            key_positions = positions
+            if cache is not None:
+                k_t, v_t = cache.update(k_t, v_t, layer_idx,
+                                        cache_position=host_positions.tolist() if cache_position is None else cache_position)
+                key_positions = cache.key_positions(layer_idx, length)
+            sliding = c.layer_type(layer_idx) == "sliding"
+            mask = attention_mask(positions, key_positions, window=c.sliding_window if sliding else None)
+            attn = scaled_dot_product_attention(Tensor.wrap(q, backend), k_t, v_t, attn_mask=mask).array
+            attn = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (batch, length, c.num_heads * c.head_dim))
+            x = x + self._linear(attn, w["o"], w["o_bias"])
+            h = self._rms(x, w["norm2"].array)
+            gate = self._linear(h, w["gate"], None)
+            x = x + self._linear(gate / (1.0 + xp.exp(-gate)) * self._linear(h, w["up"], None), w["down"], None)
+        return Tensor.wrap(self._rms(x, self.norm.array) @ self.unembed.array, backend)
+
+    def _linear(self, x, weight: Tensor, bias):
+        out = x @ weight.array
+        return out if bias is None else out + bias.array
+
+    def _rms(self, x, weight):
+        xp = self.backend.xp
+        return x / xp.sqrt(xp.mean(x * x, axis=-1, keepdims=True) + self.config.rms_norm_eps) * weight
+
+    def _heads(self, x, heads: int, cos=None, sin=None):
+        xp = self.backend.xp
+        batch, length, _ = x.shape
+        x = xp.permute_dims(xp.reshape(x, (batch, length, heads, self.config.head_dim)), (0, 2, 1, 3))
+        if cos is None:
+            return x
+        half = self.config.head_dim // 2
+        a, b = x[..., :half], x[..., half:]
+        return xp.concat([a * cos - b * sin, a * sin + b * cos], axis=-1)
+
+
+def load_pretrained(directory) -> LlamaModel:
+    """The Llama-family model saved in ``directory`` (``config.json`` + safetensors weights).
+
+    Unsupported architectures and missing tensors raise ``ValueError`` naming the file and
+    the tensor.
+    """
+    directory = pathlib.Path(directory)
+    config_path = directory / "config.json"
+    try:
+        raw = json.loads(config_path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{config_path}: no config.json in the checkpoint directory") from None
+    return LlamaModel(LlamaConfig.from_json(raw, str(config_path)), _Weights(directory))
+
+
+__all__ = ["LlamaConfig", "LlamaModel", "load_pretrained"]
