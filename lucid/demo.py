@@ -30,7 +30,7 @@ from tqdm import tqdm
 import lucid.nn as nn
 from lucid.cli import activate_backend, positive_int, tolerance
 from lucid.generation import generate
-from lucid.models import DecoderConfig, TinyDecoder
+from lucid.models import DecoderConfig, TinyDecoder, load_pretrained
 from lucid.tiers import tier_from_spec
 
 
@@ -61,6 +61,9 @@ def parse_args(argv=None):
     parser.add_argument("--layers", type=positive_int, default=4, help="decoder layers (default 4)")
     parser.add_argument("--tolerance", type=tolerance, default=1e-4,
                         help="largest logit difference allowed (default 1e-4)")
+    parser.add_argument("--model", metavar="DIR",
+                        help="a Llama-family checkpoint directory (config.json + safetensors) to run instead "
+                             "of the built-in tiny decoder")
     parser.add_argument("--prefix-store", default="memory", metavar="WHERE",
                         help="the prefix-reuse run's store: 'memory' (default), redis://HOST:PORT, or a directory")
     parser.add_argument("--prefix-len", type=positive_int, default=1024,
@@ -74,7 +77,7 @@ def prefix_reuse(model, args) -> bool:
     """Several requests share a long system prompt: answer them cold (full prefill), then warm (the
     prompt's chunks fetched from a PrefixStore); report time to first token, check the answers agree."""
     store = nn.PrefixStore([tier_from_spec(args.prefix_store)], chunk_size=256,
-                           fingerprint=f"lucid-demo/{model.config}")
+                           fingerprint=f"lucid-demo/{args.model or ''}/{model.config}")
     rng = np.random.default_rng(1)
     system = rng.integers(0, model.config.vocab_size, size=args.prefix_len)
     requests = [np.concatenate([system, rng.integers(0, model.config.vocab_size, size=16)])
@@ -125,16 +128,14 @@ def compare(cached, plain):
     return int(same.sum()), first, diff
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    backend = activate_backend(args.backend)
+def tiny_runs(args):
+    """The self-contained runs: the seeded tiny decoder, full, sliding-window and hybrid variants."""
     layers, window, sinks = args.layers, args.window, 4
     full = TinyDecoder(DecoderConfig(num_layers=layers))
     sliding = TinyDecoder(DecoderConfig(num_layers=layers, layer_types=("sliding",) * layers,
                                         sliding_window=window, sink_tokens=sinks))
     hybrid = TinyDecoder(DecoderConfig(num_layers=layers, sliding_window=window,
                                        layer_types=tuple("sliding" if i % 2 == 0 else "full" for i in range(layers))))
-    prompt = np.random.default_rng(0).integers(0, full.config.vocab_size, size=(args.batch, args.prompt_len))
     kinds = ["dynamic", "static"] if args.cache == "both" else [args.cache]
     runs = [(f"greedy, {kind}", full, kind, {}) for kind in kinds]
     runs += [
@@ -144,7 +145,36 @@ def main(argv=None) -> int:
         ("quantized 8-bit", full, "quantized-8", {}),
         ("quantized 4-bit", full, "quantized-4", {}),
     ]
-    print(f"lucid demo on {backend.name} ({backend.device}): {layers}-layer decoder, batch {args.batch}, "
+    return full, runs, f"{layers}-layer decoder"
+
+
+def checkpoint_runs(args):
+    """The same checks on a Llama-family checkpoint (``--model DIR``)."""
+    model = load_pretrained(args.model)
+    c = model.config
+    kinds = ["dynamic", "static"] if args.cache == "both" else [args.cache]
+    runs = [(f"greedy, {kind}", model, kind, {}) for kind in kinds]
+    runs.append((f"beams={args.beams}, {kinds[0]}", model, kinds[0], {"num_beams": args.beams}))
+    if "sliding" in c.layer_types:
+        kind = "sliding" if set(c.layer_types) == {"sliding"} else "hybrid"
+        runs.append((f"{kind}, window={c.sliding_window}", model, kind, {}))
+    runs += [("quantized 8-bit", model, "quantized-8", {}), ("quantized 4-bit", model, "quantized-4", {})]
+    return model, runs, f"{c.architecture} from {args.model} ({c.num_layers} layers)"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    backend = activate_backend(args.backend)
+    if args.model:
+        try:
+            full, runs, label = checkpoint_runs(args)
+        except ValueError as error:  # not a checkpoint lucid can load: say why, no traceback
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    else:
+        full, runs, label = tiny_runs(args)
+    prompt = np.random.default_rng(0).integers(0, full.config.vocab_size, size=(args.batch, args.prompt_len))
+    print(f"lucid demo on {backend.name} ({backend.device}): {label}, batch {args.batch}, "
           f"prompt {args.prompt_len}, {args.tokens} new tokens per run")
     rows, all_ok = [], True
     for label, model, kind, options in runs:

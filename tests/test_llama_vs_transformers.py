@@ -103,3 +103,19 @@ def test_unsupported_and_incomplete_checkpoints_are_clear_errors(pair, tmp_path)
         load_pretrained(tmp_path / "nowhere")
     nn_cache = nn.DynamicKVCache()
     assert nn_cache.get(0) is None
+
+
+def test_the_demo_runs_its_checks_on_a_checkpoint(pair, capsys):
+    from lucid.demo import main as demo_main
+
+    name, _, model, directory = pair
+    assert demo_main(["--model", str(directory), "--tokens", "4", "--prefix-len", "256", "--requests", "1"]) == 0
+    out = capsys.readouterr().out
+    assert model.config.architecture in out and "all checks passed" in out
+
+
+def test_the_demo_names_a_directory_that_is_no_checkpoint(tmp_path, capsys):
+    from lucid.demo import main as demo_main
+
+    assert demo_main(["--model", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err
