@@ -1,0 +1,108 @@
+"""Tokens per second of lucid and transformers on the same Llama checkpoint, side by side.
+
+    pip install -e ".[compare]"
+    python benchmarks/llama_vs_transformers.py [--new-tokens 32] [--repeats 3] [--profile]
+
+transformers writes a random ``LlamaForCausalLM`` (hidden 256, 4 layers, 8 query / 4 key-value
+heads of 32, vocabulary 2048, float32) with ``save_pretrained``; lucid loads those files. Each
+row decodes ``--new-tokens`` greedy tokens after a prompt (prefill included) with lucid
+(``generate`` with a DynamicKVCache, NumPy backend) and with transformers (``generate``,
+``do_sample=False``, torch CPU), both on the same number of threads; tokens/s counts every
+batch row; the figure is the median of ``--repeats``. ``--profile`` prints where lucid's time
+goes (cProfile, grouped into matrix products, attention, the cache and the rest) for the
+largest row.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+
+def build_checkpoint(directory, torch, transformers):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=2048, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
+                                      eos_token_id=None, bos_token_id=None, pad_token_id=0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = None
+    model.save_pretrained(directory)
+    return model
+
+
+def median_seconds(run, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def profile_groups(run) -> dict:
+    """Seconds of ``run`` by where they went."""
+    profiler = cProfile.Profile()
+    profiler.runcall(run)
+    stats = pstats.Stats(profiler).stats
+    groups = {"attention (scores, softmax, weights)": 0.0, "linear layers and norms": 0.0, "the cache": 0.0}
+    for (filename, _, function), (_, _, inline, _, _) in stats.items():
+        if "functional.py" in filename:
+            groups["attention (scores, softmax, weights)"] += inline
+        elif "llama.py" in filename:
+            groups["linear layers and norms"] += inline
+        elif "/nn/cache/" in filename:
+            groups["the cache"] += inline
+    total = sum(inline for (_, _, inline, _, _) in stats.values())
+    groups["everything else (generation loop, host work)"] = total - sum(groups.values())
+    return groups
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    import torch
+    import transformers
+
+    from lucid.generation import generate
+    from lucid.models import load_pretrained
+
+    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
+    torch.set_num_threads(threads)
+    directory = tempfile.mkdtemp()
+    reference = build_checkpoint(directory, torch, transformers)
+    model = load_pretrained(directory)
+    print(f"Llama (hidden 256, 4 layers, vocab 2048), float32, {threads} threads, {args.new_tokens} new tokens, "
+          f"median of {args.repeats}; transformers {transformers.__version__}, torch {torch.__version__}")
+    print("| batch | prompt | lucid tokens/s | transformers tokens/s | lucid / transformers |")
+    print("|---:|---:|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    largest = None
+    for batch in (1, 8):
+        for prompt_len in (128, 1024):
+            prompt = rng.integers(1, 2048, size=(batch, prompt_len))
+            ours = median_seconds(lambda: generate(model, prompt, args.new_tokens, cache="dynamic"), args.repeats)
+            with torch.no_grad():
+                theirs = median_seconds(lambda: reference.generate(torch.tensor(prompt), max_new_tokens=args.new_tokens,
+                                                                   do_sample=False), args.repeats)
+            tokens = batch * args.new_tokens
+            print(f"| {batch} | {prompt_len} | {tokens / ours:,.0f} | {tokens / theirs:,.0f} | {theirs / ours:.2f}x |")
+            largest = prompt
+    if args.profile:
+        groups = profile_groups(lambda: generate(model, largest, args.new_tokens, cache="dynamic"))
+        total = sum(groups.values())
+        print(f"\nwhere lucid's time goes (batch {largest.shape[0]}, prompt {largest.shape[1]}, cProfile):")
+        for name, seconds in groups.items():
+            print(f"- {name}: {seconds:.2f} s ({seconds / total:.0%})")
+
+
+if __name__ == "__main__":
+    main()
