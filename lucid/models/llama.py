@@ -134,12 +134,17 @@ class _Weights:
 class LlamaModel:
     """A Llama-family decoder with weights on the active backend, computing in float32.
 
+    Build it with :func:`load_pretrained`.
+
     Examples
     --------
     >>> import numpy as np, lucid.nn as nn
+    >>> from lucid.models.llama import write_random_checkpoint
     >>> from lucid.models import load_pretrained
-    >>> model = load_pretrained("/path/to/checkpoint")  # doctest: +SKIP
-    >>> logits = model.forward(np.array([[1, 2, 3]]), cache=nn.DynamicKVCache())  # doctest: +SKIP
+    >>> model = load_pretrained(write_random_checkpoint())
+    >>> cache = nn.DynamicKVCache()
+    >>> model.forward(np.array([[1, 2, 3]]), cache=cache).shape, cache.get_seq_length(0)
+    ((1, 3, 32), 3)
     """
 
     def __init__(self, config: LlamaConfig, weights: _Weights):
@@ -234,6 +239,14 @@ def load_pretrained(directory) -> LlamaModel:
 
     Unsupported architectures and missing tensors raise ``ValueError`` naming the file and
     the tensor.
+
+    Examples
+    --------
+    >>> from lucid.models import load_pretrained
+    >>> from lucid.models.llama import write_random_checkpoint
+    >>> model = load_pretrained(write_random_checkpoint())
+    >>> model.config.architecture, model.config.num_layers
+    ('LlamaForCausalLM', 2)
     """
     directory = pathlib.Path(directory)
     config_path = directory / "config.json"
@@ -242,6 +255,38 @@ def load_pretrained(directory) -> LlamaModel:
     except FileNotFoundError:
         raise ValueError(f"{config_path}: no config.json in the checkpoint directory") from None
     return LlamaModel(LlamaConfig.from_json(raw, str(config_path)), _Weights(directory))
+
+
+def write_random_checkpoint(directory=None, seed: int = 0) -> pathlib.Path:
+    """Write a tiny random Llama checkpoint as transformers lays it out (for examples and tests).
+
+    Examples
+    --------
+    >>> from lucid.models.llama import write_random_checkpoint
+    >>> sorted(p.name for p in write_random_checkpoint().iterdir())
+    ['config.json', 'model.safetensors']
+    """
+    import tempfile
+
+    import safetensors.numpy
+
+    directory = pathlib.Path(directory or tempfile.mkdtemp())
+    config = {"architectures": ["LlamaForCausalLM"], "vocab_size": 32, "hidden_size": 16, "intermediate_size": 24,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
+              "rope_theta": 10000.0, "tie_word_embeddings": True}
+    rng = np.random.default_rng(seed)
+    shapes = {"model.embed_tokens.weight": (32, 16), "model.norm.weight": (16,)}
+    for i in range(2):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (16, 16), p + "self_attn.k_proj.weight": (8, 16),
+                       p + "self_attn.v_proj.weight": (8, 16), p + "self_attn.o_proj.weight": (16, 16),
+                       p + "mlp.gate_proj.weight": (24, 16), p + "mlp.up_proj.weight": (24, 16),
+                       p + "mlp.down_proj.weight": (16, 24), p + "input_layernorm.weight": (16,),
+                       p + "post_attention_layernorm.weight": (16,)})
+    tensors = {name: (rng.standard_normal(shape) * 0.2).astype(np.float32) for name, shape in shapes.items()}
+    safetensors.numpy.save_file(tensors, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
 
 
 __all__ = ["LlamaConfig", "LlamaModel", "load_pretrained"]
