@@ -21,6 +21,7 @@ Prints a table; exits 1 if any check fails.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 import time
 
@@ -64,6 +65,9 @@ def parse_args(argv=None):
     parser.add_argument("--model", metavar="DIR",
                         help="a Llama-family checkpoint directory (config.json + safetensors) to run instead "
                              "of the built-in tiny decoder")
+    parser.add_argument("--text", metavar="PROMPT",
+                        help="with --model and its tokenizer.json (pip install tokenizers): decode this prompt "
+                             "greedily and print the text")
     parser.add_argument("--prefix-store", default="memory", metavar="WHERE",
                         help="the prefix-reuse run's store: 'memory' (default), redis://HOST:PORT, or a directory")
     parser.add_argument("--prefix-len", type=positive_int, default=1024,
@@ -162,6 +166,21 @@ def checkpoint_runs(args):
     return model, runs, f"{c.architecture} from {args.model} ({c.num_layers} layers)"
 
 
+def continue_text(model, args) -> bool:
+    """Text in, text out: the checkpoint's tokenizer encodes ``--text``; greedy tokens decode back."""
+    path = pathlib.Path(args.model or "") / "tokenizer.json"
+    if not args.model or not path.exists():
+        print(f"\n--text needs --model with a tokenizer.json; {path} is missing")
+        return False
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    ids = np.array([tokenizer.encode(args.text).ids])
+    out = generate(model, ids, args.tokens, cache="dynamic")
+    print(f"\ntext: {args.text!r} -> {tokenizer.decode(out.tokens[0, ids.shape[1]:].tolist())!r}")
+    return True
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     backend = activate_backend(args.backend)
@@ -193,6 +212,8 @@ def main(argv=None) -> int:
     for label, rate, mib, same, diff, bound, ok in rows:
         print(f"| {label} | {rate:,.0f} | {mib:.2f} | {same}/{args.tokens} | {diff:.1e} | {bound:.0e} | "
               f"{'ok' if ok else 'FAILED'} |")
+    if args.text is not None:
+        all_ok &= continue_text(full, args)
     all_ok &= prefix_reuse(full, args)
     print("\nall checks passed" if all_ok else "\nCHECK FAILED: see the rows marked FAILED or NO above")
     return 0 if all_ok else 1

@@ -119,3 +119,4 @@ def test_the_demo_names_a_directory_that_is_no_checkpoint(tmp_path, capsys):
 
     assert demo_main(["--model", str(tmp_path)]) == 2
     assert "config.json" in capsys.readouterr().err
+

@@ -271,6 +271,7 @@ def write_random_checkpoint(directory=None, seed: int = 0) -> pathlib.Path:
     import safetensors.numpy
 
     directory = pathlib.Path(directory or tempfile.mkdtemp())
+    directory.mkdir(parents=True, exist_ok=True)
     config = {"architectures": ["LlamaForCausalLM"], "vocab_size": 32, "hidden_size": 16, "intermediate_size": 24,
               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
               "rope_theta": 10000.0, "tie_word_embeddings": True}

@@ -1,0 +1,75 @@
+"""Loading checkpoints without transformers: layouts (single file, shards), dtypes, text in and out."""
+import json
+
+import ml_dtypes
+import numpy as np
+import pytest
+import safetensors.numpy
+
+import lucid.nn as nn
+from lucid.generation import generate
+from lucid.models import load_pretrained
+from lucid.models.llama import write_random_checkpoint
+
+
+def test_sharded_and_bfloat16_checkpoints_give_the_same_model(tmp_path):
+    single = write_random_checkpoint(tmp_path / "single")
+    tensors = safetensors.numpy.load_file(str(single / "model.safetensors"))
+    names = sorted(tensors)
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    (sharded / "config.json").write_text((single / "config.json").read_text())
+    weight_map = {}
+    for n, part in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
+        file = f"model-0000{n + 1}-of-00002.safetensors"
+        safetensors.numpy.save_file({name: tensors[name] for name in part}, str(sharded / file))
+        weight_map.update({name: file for name in part})
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    ids = np.array([[3, 1, 4, 1, 5]])
+    want = load_pretrained(single).forward(ids).numpy()
+    np.testing.assert_array_equal(load_pretrained(sharded).forward(ids).numpy(), want)
+    bf16 = tmp_path / "bf16"
+    bf16.mkdir()
+    (bf16 / "config.json").write_text((single / "config.json").read_text())
+    from safetensors.numpy import save_file
+    save_file({k: v.astype(ml_dtypes.bfloat16) for k, v in tensors.items()}, str(bf16 / "model.safetensors"))
+    got = load_pretrained(bf16).forward(ids).numpy()
+    assert np.abs(got - want).max() < 0.1  # bfloat16 weights: about 3 significant digits
+
+
+def test_missing_tensors_and_files_are_named(tmp_path):
+    directory = write_random_checkpoint(tmp_path / "c")
+    tensors = safetensors.numpy.load_file(str(directory / "model.safetensors"))
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    safetensors.numpy.save_file(tensors, str(directory / "model.safetensors"))
+    with pytest.raises(ValueError, match="model.layers.1.mlp.up_proj.weight"):
+        load_pretrained(directory)
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="no model.safetensors"):
+        load_pretrained(directory)
+
+
+def test_a_checkpoint_model_decodes_with_every_cache_kind(tmp_path):
+    model = load_pretrained(write_random_checkpoint(tmp_path))
+    prompt = np.array([[1, 2, 3, 4, 5]])
+    plain = generate(model, prompt, 8, cache="none").tokens
+    for cache in ("dynamic", "static", "quantized-8"):
+        np.testing.assert_array_equal(generate(model, prompt, 8, cache=cache).tokens, plain)
+    assert generate(model, prompt, 8, cache=nn.DynamicKVCache(), num_beams=3).tokens.shape == (1, 13)
+
+
+def test_text_in_text_out_with_the_checkpoints_tokenizer(tmp_path, capsys):
+    tokenizers = pytest.importorskip("tokenizers", reason="text in, text out needs the tokenizers package")
+    from lucid.demo import main as demo_main
+    from lucid.models.llama import write_random_checkpoint
+
+    directory = write_random_checkpoint(tmp_path)
+    vocab = {f"w{i}": i for i in range(32)}
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="w0"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tokenizer.decoder = tokenizers.decoders.WordPiece()
+    tokenizer.save(str(directory / "tokenizer.json"))
+    assert demo_main(["--model", str(directory), "--tokens", "3", "--text", "w1 w2 w3", "--prefix-len", "256",
+                      "--requests", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "text: 'w1 w2 w3' -> 'w" in out
