@@ -51,7 +51,7 @@ def profile_groups(run) -> dict:
     profiler.runcall(run)
     stats = pstats.Stats(profiler).stats
     groups = {"attention (scores, softmax, weights)": 0.0, "linear layers and norms": 0.0, "the cache": 0.0}
-    for (filename, _, function), (_, _, inline, _, _) in stats.items():
+    for (filename, _, _), (_, _, inline, _, _) in stats.items():
         if "functional.py" in filename:
             groups["attention (scores, softmax, weights)"] += inline
         elif "llama.py" in filename:
@@ -89,10 +89,11 @@ def main(argv=None):
     for batch in (1, 8):
         for prompt_len in (128, 1024):
             prompt = rng.integers(1, 2048, size=(batch, prompt_len))
-            ours = median_seconds(lambda: generate(model, prompt, args.new_tokens, cache="dynamic"), args.repeats)
+            ours = median_seconds(lambda p=prompt: generate(model, p, args.new_tokens, cache="dynamic"), args.repeats)
             with torch.no_grad():
-                theirs = median_seconds(lambda: reference.generate(torch.tensor(prompt), max_new_tokens=args.new_tokens,
-                                                                   do_sample=False), args.repeats)
+                theirs = median_seconds(lambda p=prompt: reference.generate(torch.tensor(p), do_sample=False,
+                                                                            max_new_tokens=args.new_tokens),
+                                        args.repeats)
             tokens = batch * args.new_tokens
             print(f"| {batch} | {prompt_len} | {tokens / ours:,.0f} | {tokens / theirs:,.0f} | {theirs / ours:.2f}x |")
             largest = prompt
