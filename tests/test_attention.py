@@ -81,3 +81,18 @@ def test_attention_mask_from_absolute_positions(backend_name, window, sinks):
         for j, k in enumerate(keys):
             visible = k <= q and (window is None or q - k < window or k < sinks)
             assert got[i][j] == visible, (q, k)
+
+
+@pytest.mark.parametrize("window", [None, 50])
+def test_long_query_blocks_match_the_formula(backend_name, window):
+    from lucid.nn import functional
+
+    q, k, v = data(q_heads=4, kv_heads=2, q_len=functional.QUERY_BLOCK * 2 + 37, k_len=functional.QUERY_BLOCK * 2 + 40)
+    positions = np.arange(k.shape[2])
+    queries = positions[-q.shape[2]:]
+    mask = attention_mask(lucid.Tensor(queries), lucid.Tensor(positions), window=window, sink_tokens=3)
+    got = scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), attn_mask=mask)
+    want = reference(q, k, v, mask=mask.numpy())
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+    causal = scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), is_causal=True)
+    np.testing.assert_allclose(causal.numpy(), reference(q, k, v, causal=True), rtol=1e-4, atol=1e-5)

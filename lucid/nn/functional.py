@@ -26,13 +26,15 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     [0.5, 0.5, 0.0]
     """
     x = _tensor(x, "x")
-    xp = x.backend.xp
-    data = x.array
+    return x.with_array(_softmax(x.backend.xp, x.array, axis))
+
+
+def _softmax(xp, data, axis: int = -1):
     peak = xp.max(data, axis=axis, keepdims=True)
     peak = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))
     weights = xp.exp(data - peak)
     total = xp.sum(weights, axis=axis, keepdims=True)
-    return x.with_array(weights / xp.where(total > 0, total, xp.ones_like(total)))
+    return weights / xp.where(total > 0, total, xp.ones_like(total))
 
 
 def attention_mask(query_positions, key_positions, window: int | None = None, sink_tokens: int = 0) -> Tensor:
@@ -106,25 +108,62 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
             f"shapes do not fit: query {tuple(q.shape)}, key {tuple(k.shape)}, value {tuple(v.shape)}; "
             "query heads must be a multiple of key/value heads and key/value must share their length"
         )
-    group = q_heads // kv_heads
     scale = 1.0 / math.sqrt(dim) if scale is None else scale
-    # (B, Hkv, G, Lq, D) against (B, Hkv, 1, Lk, D): GQA by broadcasting, no copies of k/v.
-    qg = xp.reshape(q, (batch, kv_heads, group, q_len, dim))
-    scores = (qg @ xp.matrix_transpose(k[:, :, None, ...])) * scale
-    scores = xp.reshape(scores, (batch, q_heads, q_len, k_len))
-    blocked = None
-    if is_causal:
-        rows = xp.arange(q_len)[:, None] + (k_len - q_len)
-        blocked = xp.arange(k_len)[None, :] > rows
+    allowed = additive = None
     if attn_mask is not None:
         mask = query.as_operand(_tensor(attn_mask, "attn_mask"))
         if mask.dtype == xp.bool:
-            blocked = ~mask if blocked is None else (blocked | ~mask)
+            allowed = mask
         else:
-            scores = scores + mask
-    if blocked is not None:
-        scores = xp.where(blocked, xp.asarray(-math.inf, dtype=scores.dtype), scores)
-    weights = softmax(query.with_array(scores)).array
-    weights = xp.reshape(weights, (batch, kv_heads, group, q_len, k_len))
+            additive = mask
+    # Queries in blocks: a block's scores stay small (the full (B, H, Lq, Lk) matrix of a long
+    # prefill would be hundreds of megabytes, written and read several times), and a block
+    # reads only the keys some of its rows may see (a causal prefill skips the future).
+    outs = []
+    for start in range(0, q_len, QUERY_BLOCK):
+        stop = min(q_len, start + QUERY_BLOCK)
+        visible = _rows(allowed, start, stop, q_len)
+        if is_causal:
+            causal = xp.arange(k_len)[None, :] <= (xp.arange(start, stop)[:, None] + (k_len - q_len))
+            visible = causal if visible is None else (visible & causal)
+        keys_seen = k_len
+        if visible is not None:  # the last key any row of the block may see
+            seen = xp.any(xp.reshape(visible, (-1, visible.shape[-1])), axis=0)
+            last = int(xp.max(xp.where(seen, xp.arange(seen.shape[0]), -1)))
+            keys_seen = max(1, last + 1) if seen.shape[0] == k_len else k_len
+            visible = visible[..., :keys_seen] if visible.shape[-1] == k_len else visible
+        bias = _rows(additive, start, stop, q_len)
+        if bias is not None and bias.shape[-1] == k_len:
+            bias = bias[..., :keys_seen]
+        outs.append(_attend(xp, q[:, :, start:stop, :], k[:, :, :keys_seen, :], v[:, :, :keys_seen, :],
+                            visible, bias, scale))
+    out = outs[0] if len(outs) == 1 else xp.concat(outs, axis=2)
+    return query.with_array(out)
+
+
+#: Queries per block in :func:`scaled_dot_product_attention`.
+QUERY_BLOCK = 128
+
+
+def _rows(mask, start: int, stop: int, q_len: int):
+    """The query rows ``[start, stop)`` of a mask broadcastable to ``(..., Lq, Lk)``."""
+    if mask is None or mask.ndim < 2 or mask.shape[-2] != q_len:
+        return mask
+    return mask[..., start:stop, :]
+
+
+def _attend(xp, q, k, v, visible, bias, scale):
+    """Attention of one block of queries: ``softmax(q k^T * scale + bias, masked) v``."""
+    batch, q_heads, q_len, dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    group = q_heads // kv_heads
+    # (B, Hkv, G, Lq, D) against (B, Hkv, 1, Lk, D): GQA by broadcasting, no copies of k/v.
+    qg = xp.reshape(q, (batch, kv_heads, group, q_len, dim))
+    scores = xp.reshape((qg @ xp.matrix_transpose(k[:, :, None, ...])) * scale, (batch, q_heads, q_len, k_len))
+    if bias is not None:
+        scores = scores + bias
+    if visible is not None:
+        scores = xp.where(visible, scores, xp.asarray(-math.inf, dtype=scores.dtype))
+    weights = xp.reshape(_softmax(xp, scores), (batch, kv_heads, group, q_len, k_len))
     out = weights @ v[:, :, None, ...]
-    return query.with_array(xp.reshape(out, (batch, q_heads, q_len, v.shape[-1])))
+    return xp.reshape(out, (batch, q_heads, q_len, v.shape[-1]))
