@@ -127,7 +127,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
             causal = xp.arange(k_len)[None, :] <= (xp.arange(start, stop)[:, None] + (k_len - q_len))
             visible = causal if visible is None else (visible & causal)
         keys_seen = k_len
-        if visible is not None:  # the last key any row of the block may see
+        if visible is not None and q_len > QUERY_BLOCK:  # several blocks: the last key this one sees
             seen = xp.any(xp.reshape(visible, (-1, visible.shape[-1])), axis=0)
             last = int(xp.max(xp.where(seen, xp.arange(seen.shape[0]), -1)))
             keys_seen = max(1, last + 1) if seen.shape[0] == k_len else k_len
