@@ -85,3 +85,56 @@ class PeerBeams:
 
     def time_batch_operation(self, *params):
         self.run()
+
+
+class PeerGenerateLlama:
+    """Tokens per second of lucid and transformers on one Llama checkpoint (written by transformers).
+
+    32 greedy tokens after the prompt, prefill included, float32; lucid on NumPy with a
+    DynamicKVCache, transformers' ``generate`` on torch CPU with as many threads. See
+    ``benchmarks/llama_vs_transformers.py`` for the same rows as a table with a profile.
+    """
+
+    params = [["lucid", "transformers"], [1, 8], [128, 1024]]
+    param_names = ["implementation", "batch", "prompt"]
+    number = 1
+    warmup_time = 0
+    repeat = (1, 3, 60.0)
+    timeout = 600
+
+    def setup(self, implementation, batch, prompt):
+        import os
+        import tempfile
+
+        import numpy as np
+
+        torch, transformers = _import()
+        torch.set_num_threads(os.cpu_count())
+        torch.manual_seed(0)
+        config = transformers.LlamaConfig(vocab_size=2048, hidden_size=256, intermediate_size=688,
+                                          num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
+                                          max_position_embeddings=2048, eos_token_id=None, bos_token_id=None,
+                                          pad_token_id=0)
+        reference = transformers.LlamaForCausalLM(config).eval()
+        reference.generation_config.eos_token_id = None
+        ids = np.random.default_rng(0).integers(1, 2048, size=(batch, prompt))
+        if implementation == "transformers":
+            tensor = torch.tensor(ids)
+
+            def run():
+                with torch.no_grad():
+                    reference.generate(tensor, max_new_tokens=32, do_sample=False)
+        else:
+            from lucid.generation import generate
+            from lucid.models import load_pretrained
+
+            directory = tempfile.mkdtemp()
+            reference.save_pretrained(directory)
+            model = load_pretrained(directory)
+
+            def run():
+                generate(model, ids, 32, cache="dynamic")
+        self.run = run
+
+    def time_generate_32_tokens(self, *params):
+        self.run()
