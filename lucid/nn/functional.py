@@ -153,17 +153,24 @@ def _rows(mask, start: int, stop: int, q_len: int):
 
 
 def _attend(xp, q, k, v, visible, bias, scale):
-    """Attention of one block of queries: ``softmax(q k^T * scale + bias, masked) v``."""
+    """Attention of one block of queries: ``softmax(q k^T * scale + bias, masked) v``.
+
+    The scale goes into the queries (``Lq x D`` values, not ``Lq x Lk``) and the softmax's
+    division into the output (``Lq x Dv``): two fewer passes over the block's scores.
+    """
     batch, q_heads, q_len, dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     group = q_heads // kv_heads
     # (B, Hkv, G, Lq, D) against (B, Hkv, 1, Lk, D): GQA by broadcasting, no copies of k/v.
-    qg = xp.reshape(q, (batch, kv_heads, group, q_len, dim))
-    scores = xp.reshape((qg @ xp.matrix_transpose(k[:, :, None, ...])) * scale, (batch, q_heads, q_len, k_len))
+    qg = xp.reshape(q * scale, (batch, kv_heads, group, q_len, dim))
+    scores = xp.reshape(qg @ xp.matrix_transpose(k[:, :, None, ...]), (batch, q_heads, q_len, k_len))
     if bias is not None:
         scores = scores + bias
     if visible is not None:
         scores = xp.where(visible, scores, xp.asarray(-math.inf, dtype=scores.dtype))
-    weights = xp.reshape(_softmax(xp, scores), (batch, kv_heads, group, q_len, k_len))
-    out = weights @ v[:, :, None, ...]
+    peak = xp.max(scores, axis=-1, keepdims=True)
+    weights = xp.exp(scores - xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak)))
+    total = xp.sum(weights, axis=-1, keepdims=True)
+    total = xp.reshape(xp.where(total > 0, total, xp.ones_like(total)), (batch, kv_heads, group, q_len, 1))
+    out = (xp.reshape(weights, (batch, kv_heads, group, q_len, k_len)) @ v[:, :, None, ...]) / total
     return xp.reshape(out, (batch, q_heads, q_len, v.shape[-1]))
