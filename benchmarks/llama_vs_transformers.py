@@ -18,11 +18,10 @@ import argparse
 import cProfile
 import os
 import pstats
-import statistics
 import tempfile
-import time
 
 import numpy as np
+from timing import median_seconds
 
 
 def build_checkpoint(directory, torch, transformers):
@@ -35,14 +34,6 @@ def build_checkpoint(directory, torch, transformers):
     model.save_pretrained(directory)
     return model
 
-
-def median_seconds(run, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def profile_groups(run) -> dict:

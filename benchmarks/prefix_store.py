@@ -23,7 +23,6 @@ import io
 import pathlib
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,15 +34,8 @@ import lucid
 import lucid.nn as nn
 from lucid.generation import generate
 from lucid.models import DecoderConfig, TinyDecoder
+from timing import median_seconds
 
-
-def median_time(run, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def start_redis(directory):
@@ -72,7 +64,7 @@ def time_to_first_token(tiers, prefix, repeats):
     def first_token(cache):
         generate(model, prompt[None, :], 1, cache=cache)
 
-    rows = {"cold": median_time(lambda: first_token(nn.DynamicKVCache()), repeats)}
+    rows = {"cold": median_seconds(lambda: first_token(nn.DynamicKVCache()), repeats)}
     seed = nn.DynamicKVCache()
     first_token(seed)
     for name, tier in tiers.items():
@@ -84,7 +76,7 @@ def time_to_first_token(tiers, prefix, repeats):
             store.fetch(prompt, cache)
             first_token(cache)
 
-        rows[name] = median_time(warm, repeats)
+        rows[name] = median_seconds(warm, repeats)
     return rows
 
 
@@ -98,10 +90,10 @@ def throughput(tiers, directory, redis_url, repeats):
     floor_path = directory / "floor.npy"
     arrays = np.stack([k.numpy(), v.numpy()])
     rows = {
-        "cache.save": median_time(lambda: cache.save(path), repeats),
-        "numpy.save (floor)": median_time(lambda: np.save(floor_path, arrays), repeats),
-        "nn.load_cache": median_time(lambda: nn.load_cache(path), repeats),
-        "numpy.load (floor)": median_time(lambda: np.load(floor_path), repeats),
+        "cache.save": median_seconds(lambda: cache.save(path), repeats),
+        "numpy.save (floor)": median_seconds(lambda: np.save(floor_path, arrays), repeats),
+        "nn.load_cache": median_seconds(lambda: nn.load_cache(path), repeats),
+        "numpy.load (floor)": median_seconds(lambda: np.load(floor_path), repeats),
     }
     tokens = np.arange(2048)
     buffer = io.BytesIO()
@@ -115,8 +107,8 @@ def throughput(tiers, directory, redis_url, repeats):
                 tier.delete(key)
             store.put(tokens, cache)
 
-        rows[f"PrefixStore.put, {name}"] = median_time(put, repeats)
-        rows[f"PrefixStore.fetch, {name}"] = median_time(lambda store=store: store.fetch(tokens, nn.DynamicKVCache()),
+        rows[f"PrefixStore.put, {name}"] = median_seconds(put, repeats)
+        rows[f"PrefixStore.fetch, {name}"] = median_seconds(lambda store=store: store.fetch(tokens, nn.DynamicKVCache()),
                                                        repeats)
     floor_file = directory / "floor.bin"
     floors = {"disk": (lambda: floor_file.write_bytes(raw), lambda: floor_file.read_bytes())}
@@ -126,8 +118,8 @@ def throughput(tiers, directory, redis_url, repeats):
         client = redis.Redis.from_url(redis_url)
         floors["redis"] = (lambda: client.set("floor", raw), lambda: client.get("floor"))
     for name, (write, read) in floors.items():
-        rows[f"floor write, {name}"] = median_time(write, repeats)
-        rows[f"floor read, {name}"] = median_time(read, repeats)
+        rows[f"floor write, {name}"] = median_seconds(write, repeats)
+        rows[f"floor read, {name}"] = median_seconds(read, repeats)
     return {name: megabytes / seconds for name, seconds in rows.items()}, megabytes
 
 
