@@ -247,12 +247,12 @@ class FullDecode:
 class Memory:
     """Bytes a cache holds, as a ratio to the bytes of its live tokens, after appending one by one."""
 
-    params = [["dynamic", "static"], [100, 256, 257, 1000, 1025, 4096]]
-    param_names = ["cache", "live_tokens"]
+    params = [BACKENDS, ["dynamic", "static"], [100, 256, 257, 1000, 1025, 4096]]
+    param_names = ["backend", "cache", "live_tokens"]
     unit = "held / live bytes"
 
-    def setup(self, cache, live_tokens):
-        use_backend("numpy")
+    def setup(self, backend, cache, live_tokens):
+        use_backend(backend)
         self.cache = new_cache(cache, 4096)
         k = tokens("B1-H8-D64", 1)
         for t in range(live_tokens):

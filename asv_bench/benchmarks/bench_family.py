@@ -103,12 +103,12 @@ class QuantizedMemory:
     makes with residual_length=128); group size 64.
     """
 
-    params = [[4, 8]]
-    param_names = ["bits"]
+    params = [BACKENDS, [4, 8]]
+    param_names = ["backend", "bits"]
     unit = "quantized / dynamic bytes"
 
-    def setup(self, bits):
-        use_backend("numpy")
+    def setup(self, backend, bits):
+        use_backend(backend)
         self.quantized = nn.QuantizedKVCache(bits=bits, group_size=64, residual_length=128)
         self.dynamic = nn.DynamicKVCache()
         block = lucid.randn(1, 8, 128, 128).astype(lucid.Float16)
@@ -118,5 +118,5 @@ class QuantizedMemory:
         for t in range(4096):
             self.dynamic.update(one, one, 0, cache_position=[t])
 
-    def track_bytes_ratio(self, bits):
+    def track_bytes_ratio(self, *params):
         return self.quantized.nbytes() / self.dynamic.nbytes()
