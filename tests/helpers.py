@@ -1,5 +1,6 @@
 """Helpers shared by the cache tests: tokens, cache factories, and snapshots of observable state."""
 import numpy as np
+from hypothesis import strategies as st
 
 import lucid
 import lucid.nn as nn
@@ -40,3 +41,15 @@ def assert_same_snapshot(before, after):
 
 def assert_unchanged(before, cache, layers=2):
     assert_same_snapshot(before, snapshot(cache, layers))
+
+
+def batch_op(data, op, cache, model, batch) -> None:
+    """A drawn ``select`` (reorder) or ``repeat`` (x2), applied to the cache and to its
+    append-only reference model alike; nothing for an empty model or a batch too large."""
+    if op == "select" and model.length:
+        rows = data.draw(st.lists(st.integers(0, batch - 1), min_size=1, max_size=4))
+        cache.reorder_cache(rows)
+        model.select(rows)
+    elif op == "repeat" and model.length and batch <= 2:
+        cache.batch_repeat_interleave(2)
+        model.select([b for b in range(batch) for _ in range(2)])

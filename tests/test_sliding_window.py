@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import lucid
 import lucid.nn as nn
 
-from .helpers import assert_unchanged, kv, snapshot
+from .helpers import assert_unchanged, batch_op, kv, snapshot
 from .reference import ReferenceHistory, window_positions
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -62,13 +62,8 @@ def test_random_operations_match_reference(backend_name, data):
             with pytest.raises(ValueError, match="only appends"):
                 cache.update(lucid.Tensor(k), lucid.Tensor(v), 0, cache_position=[model.length + 1])
             assert_unchanged(before, cache, 1)
-        elif op == "select" and model.length:
-            rows = data.draw(st.lists(st.integers(0, batch - 1), min_size=1, max_size=4))
-            cache.reorder_cache(rows)
-            model.select(rows)
-        elif op == "repeat" and model.length and batch <= 2:
-            cache.batch_repeat_interleave(2)
-            model.select([b for b in range(batch) for _ in range(2)])
+        elif op in ("select", "repeat"):
+            batch_op(data, op, cache, model, batch)
         elif op == "crop":
             m = data.draw(st.integers(0, 12))
             if m >= model.length:

@@ -40,13 +40,13 @@ class KVCache(Cache):
         self._fixed = None if layers is None else len(self.layers)
 
     def arguments(self) -> dict:
-        """The constructor's arguments (what a saved file records to rebuild the cache).
+        """The constructor's arguments (what a saved file records to rebuild the cache); none here.
 
         Examples
         --------
         >>> import lucid.nn as nn
-        >>> nn.StaticKVCache(16, 2).arguments()
-        {'max_cache_len': 16, 'num_layers': 2}
+        >>> nn.DynamicKVCache().arguments()
+        {}
         """
         return {}
 

@@ -106,7 +106,7 @@ class QuantizedLayer(CacheLayer):
         if not self.written:
             return None
         spec, held = self._spec, self.residual_length_held
-        out = [self._assemble(spec.backend.xp, self.chunks[name], self.residual[name][..., :held, :], step[-1], spec)
+        out = [self._assemble(spec.backend.xp, self.chunks[name], [self.residual[name][..., :held, :]], step[-1], spec)
                for name, step in (("key", spec.step_k), ("value", spec.step_v))]
         return Tensor.wrap(out[0], spec.backend), Tensor.wrap(out[1], spec.backend)
 
@@ -158,22 +158,19 @@ class QuantizedLayer(CacheLayer):
                 residual = xp.empty(step[:-2] + (2 * keep, step[-1]), dtype=spec.dtype)
             chunks = list(self.chunks[name])
             if held + count < 2 * keep:
-                residual_new, tail = residual, None  # the tokens fit: written at the commit
+                tail = None  # the tokens fit: written at the commit
             else:
                 combined = xp.concat([residual[..., :held, :], x], axis=-2)
                 split = combined.shape[-2] - keep
                 chunks.append(self._quantize(xp, combined[..., :split, :], spec.dtype))
-                residual_new, tail = residual, combined[..., split:, :]
-            pending[name] = (chunks, residual_new, tail, x)
+                tail = combined[..., split:, :]
+            pending[name] = (chunks, residual, tail, x)
         new_held = held + count if pending["key"][2] is None else keep
         outputs = {}
         for name, step in (("key", spec.step_k), ("value", spec.step_v)):
             chunks, residual, tail, x = pending[name]
-            if tail is None:
-                shown = xp.concat([residual[..., :held, :], x], axis=-2)
-            else:
-                shown = tail
-            outputs[name] = self._assemble(xp, chunks, shown, step[-1], spec)
+            recent = [residual[..., :held, :], x] if tail is None else [tail]
+            outputs[name] = self._assemble(xp, chunks, recent, step[-1], spec)
 
         for name in ("key", "value"):
             chunks, residual, tail, x = pending[name]
@@ -187,12 +184,14 @@ class QuantizedLayer(CacheLayer):
         self._spec, self.length, self.written = spec, n + count, True
         return Tensor.wrap(outputs["key"], spec.backend), Tensor.wrap(outputs["value"], spec.backend)
 
-    def _assemble(self, xp, chunks, recent, dim: int, spec: Spec):
-        """Every position, full precision: the dequantized chunks, then ``recent``."""
-        if not chunks:
-            return xp.asarray(recent, copy=True)
-        codes, scales, zeros = (xp.concat([c[i] for c in chunks], axis=-2) for i in range(3))
-        return xp.concat([self._dequantize(xp, codes, scales, zeros, dim, spec.dtype), recent], axis=-2)
+    def _assemble(self, xp, chunks, recent: list, dim: int, spec: Spec):
+        """A new array of every position in full precision: the dequantized chunks, then the
+        ``recent`` arrays, in one concatenation."""
+        parts = list(recent)
+        if chunks:
+            codes, scales, zeros = (xp.concat([c[i] for c in chunks], axis=-2) for i in range(3))
+            parts.insert(0, self._dequantize(xp, codes, scales, zeros, dim, spec.dtype))
+        return xp.concat(parts, axis=-2) if len(parts) > 1 else xp.asarray(parts[0], copy=True)
 
     def _check_layout(self, spec: Spec) -> None:
         for name, step in (("key", spec.step_k), ("value", spec.step_v)):
