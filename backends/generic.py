@@ -149,6 +149,22 @@ class Backend:
         """
         return self.xp.take(src, self.xp.asarray(rows), axis=0)
 
+    # -- arithmetic ---------------------------------------------------------
+    def exp_shifted(self, x, shift):
+        """``exp(x - shift)``, reusing ``x``'s memory where the library can (``x`` is consumed).
+
+        Softmax's numerator over a block of attention scores: computed in place, it saves two
+        passes over the block and the memory of two temporaries.
+
+        Examples
+        --------
+        >>> import backends
+        >>> b = backends.load_backend("array_api_strict")
+        >>> b.to_host(b.exp_shifted(b.xp.asarray([1.0, 2.0]), b.xp.asarray(2.0))).tolist()
+        [0.36787944117144233, 1.0]
+        """
+        return self.xp.exp(x - shift)
+
     # -- writing tokens at positions -------------------------------------
     def scatter(self, buf, values, positions, lo: int, hi: int) -> None:
         """Write ``values`` into ``buf`` in place at ``positions`` along axis -2.

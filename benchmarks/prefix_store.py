@@ -33,7 +33,7 @@ import numpy as np
 import lucid
 import lucid.nn as nn
 from lucid.generation import generate
-from lucid.models import DecoderConfig, TinyDecoder
+from lucid.models import LlamaConfig, LlamaModel
 from timing import median_seconds
 
 
@@ -57,7 +57,7 @@ def start_redis(directory):
 
 
 def time_to_first_token(tiers, prefix, repeats):
-    model = TinyDecoder(DecoderConfig(num_layers=4))
+    model = LlamaModel.random(LlamaConfig(num_layers=4))
     rng = np.random.default_rng(0)
     prompt = np.concatenate([rng.integers(0, 256, size=prefix), rng.integers(0, 256, size=16)])
 

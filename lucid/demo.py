@@ -31,7 +31,7 @@ from tqdm import tqdm
 import lucid.nn as nn
 from lucid.cli import activate_backend, positive_int, tolerance
 from lucid.generation import generate
-from lucid.models import DecoderConfig, TinyDecoder, load_pretrained
+from lucid.models import LlamaConfig, LlamaModel, load_pretrained
 from lucid.tiers import tier_from_spec
 
 
@@ -59,12 +59,12 @@ def parse_args(argv=None):
     parser.add_argument("--prompt-len", type=positive_int, default=16, help="prompt tokens (default 16)")
     parser.add_argument("--cache", choices=["dynamic", "static", "both"], default="both")
     parser.add_argument("--backend", choices=["numpy", "cupy", "auto"], help="overrides LUCID_BACKEND")
-    parser.add_argument("--layers", type=positive_int, default=4, help="decoder layers (default 4)")
+    parser.add_argument("--layers", type=positive_int, default=4, help="layers of the built-in tiny Llama (default 4)")
     parser.add_argument("--tolerance", type=tolerance, default=1e-4,
                         help="largest logit difference allowed (default 1e-4)")
     parser.add_argument("--model", metavar="DIR",
                         help="a Llama-family checkpoint directory (config.json + safetensors) to run instead "
-                             "of the built-in tiny decoder")
+                             "of the built-in tiny Llama")
     parser.add_argument("--text", metavar="PROMPT",
                         help="with --model and its tokenizer.json (pip install tokenizers): decode this prompt "
                              "greedily and print the text")
@@ -133,13 +133,14 @@ def compare(cached, plain):
 
 
 def tiny_runs(args):
-    """The self-contained runs: the seeded tiny decoder, full, sliding-window and hybrid variants."""
+    """The self-contained runs: a tiny Llama built in memory with seeded weights, and its
+    sliding-window (with sinks) and hybrid sliding/full variants."""
     layers, window, sinks = args.layers, args.window, 4
-    full = TinyDecoder(DecoderConfig(num_layers=layers))
-    sliding = TinyDecoder(DecoderConfig(num_layers=layers, layer_types=("sliding",) * layers,
-                                        sliding_window=window, sink_tokens=sinks))
-    hybrid = TinyDecoder(DecoderConfig(num_layers=layers, sliding_window=window,
-                                       layer_types=tuple("sliding" if i % 2 == 0 else "full" for i in range(layers))))
+    full = LlamaModel.random(LlamaConfig(num_layers=layers))
+    sliding = LlamaModel.random(LlamaConfig(num_layers=layers, layer_types=("sliding",) * layers,
+                                            sliding_window=window, sink_tokens=sinks))
+    hybrid = LlamaModel.random(LlamaConfig(num_layers=layers, sliding_window=window, layer_types=tuple(
+        "sliding" if i % 2 == 0 else "full" for i in range(layers))))
     kinds = ["dynamic", "static"] if args.cache == "both" else [args.cache]
     runs = [(f"greedy, {kind}", full, kind, {}) for kind in kinds]
     runs += [
@@ -149,7 +150,9 @@ def tiny_runs(args):
         ("quantized 8-bit", full, "quantized-8", {}),
         ("quantized 4-bit", full, "quantized-4", {}),
     ]
-    return full, runs, f"{layers}-layer decoder"
+    c = full.config
+    return full, runs, (f"tiny Llama built in memory ({layers} layers, hidden {c.hidden_size}, {c.num_heads} query / "
+                        f"{c.num_kv_heads} key-value heads, seeded random weights)")
 
 
 def checkpoint_runs(args):

@@ -33,9 +33,9 @@ def make_cache(kind: str, model, max_len: int):
 
     Examples
     --------
-    >>> from lucid.models import DecoderConfig, TinyDecoder
+    >>> from lucid.models import LlamaConfig, LlamaModel
     >>> from lucid.generation import make_cache
-    >>> model = TinyDecoder(DecoderConfig(layer_types=("sliding", "full"), sliding_window=8))
+    >>> model = LlamaModel.random(LlamaConfig(layer_types=("sliding", "full"), sliding_window=8))
     >>> [type(layer).__name__ for layer in make_cache("hybrid", model, 100).layers]
     ['SlidingWindowLayer', 'DynamicLayer']
     """
@@ -61,8 +61,8 @@ def make_cache(kind: str, model, max_len: int):
 def _last_logits(model, tokens: np.ndarray):
     """Recompute the whole sequence without a cache; logits of the last position."""
     length = tokens.shape[1]
-    logits = model.forward(tokens, cache=None, cache_position=range(length))
-    return logits[:, length - 1, ...].numpy()
+    logits = model.forward(tokens, cache=None, cache_position=range(length), logits_to_keep=1)
+    return logits[:, 0, ...].numpy()
 
 
 def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int = 1,
@@ -84,9 +84,9 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
     Examples
     --------
     >>> import numpy as np
-    >>> from lucid.models import TinyDecoder
+    >>> from lucid.models import LlamaModel
     >>> from lucid.generation import generate
-    >>> model = TinyDecoder()
+    >>> model = LlamaModel.random()
     >>> prompt = np.array([[1, 2, 3]])
     >>> a = generate(model, prompt, 4, cache="dynamic").tokens
     >>> b = generate(model, prompt, 4, cache="none").tokens
@@ -108,8 +108,9 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
         else:
             done = kv.get_seq_length(0) if step == 0 else length - 1  # a prefix may come cached
             new = result.tokens[:, done:]
-            out = model.forward(new, cache=kv, cache_position=list(range(length - new.shape[1], length)))
-            logits = out[:, new.shape[1] - 1, ...].numpy()
+            out = model.forward(new, cache=kv, cache_position=list(range(length - new.shape[1], length)),
+                                logits_to_keep=1)
+            logits = out[:, 0, ...].numpy()
         if num_beams == 1:
             chosen = logits.argmax(axis=-1)[:, None]
             result.tokens = np.concatenate([result.tokens, chosen], axis=1)

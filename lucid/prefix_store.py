@@ -45,9 +45,9 @@ class PrefixStore:
     Examples
     --------
     >>> import numpy as np, lucid.nn as nn
-    >>> from lucid.models import TinyDecoder
-    >>> model = TinyDecoder()
-    >>> store = nn.PrefixStore([nn.MemoryTier()], chunk_size=4, fingerprint="tiny-decoder-seed-0")
+    >>> from lucid.models import LlamaModel
+    >>> model = LlamaModel.random()
+    >>> store = nn.PrefixStore([nn.MemoryTier()], chunk_size=4, fingerprint="tiny-llama-seed-0")
     >>> prompt = np.arange(10)
     >>> cache = nn.DynamicKVCache()
     >>> _ = model.forward(prompt[None, :], cache=cache)

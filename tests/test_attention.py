@@ -25,8 +25,10 @@ def reference(q, k, v, mask=None, causal=False, scale=None):
                 else:
                     scores = scores + m
             scores = np.where(allowed, scores, -np.inf)
+            blind = ~allowed.any(axis=-1, keepdims=True)  # rows that may attend nothing come out zero
+            scores = np.where(blind, 0.0, scores)
             weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            out[b, h] = weights / weights.sum(axis=-1, keepdims=True) @ v[b, h // group]
+            out[b, h] = np.where(blind, 0.0, weights / weights.sum(axis=-1, keepdims=True) @ v[b, h // group])
     return out
 
 
@@ -83,16 +85,39 @@ def test_attention_mask_from_absolute_positions(backend_name, window, sinks):
             assert got[i][j] == visible, (q, k)
 
 
-@pytest.mark.parametrize("window", [None, 50])
-def test_long_query_blocks_match_the_formula(backend_name, window):
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of MIN_QUERY_BLOCK queries whatever the sizes, so short tests cross many blocks."""
     from lucid.nn import functional
 
-    q, k, v = data(q_heads=4, kv_heads=2, q_len=functional.QUERY_BLOCK * 2 + 37, k_len=functional.QUERY_BLOCK * 2 + 40)
+    monkeypatch.setattr(functional, "SCORES_PER_BLOCK", 1)
+    return functional.MIN_QUERY_BLOCK
+
+
+@pytest.mark.parametrize("window, sinks", [(None, 0), (50, 3), (20, 0)])
+def test_query_blocks_match_the_formula(backend_name, small_blocks, window, sinks):
+    """Many blocks: each reads only the keys its rows see (a sliding window drops the distant
+    past, causality the future) and masks only the keys its rows disagree on."""
+    q, k, v = data(q_heads=4, kv_heads=2, q_len=small_blocks * 9 + 7, k_len=small_blocks * 9 + 10)
     positions = np.arange(k.shape[2])
     queries = positions[-q.shape[2]:]
-    mask = attention_mask(lucid.Tensor(queries), lucid.Tensor(positions), window=window, sink_tokens=3)
+    mask = attention_mask(lucid.Tensor(queries), lucid.Tensor(positions), window=window, sink_tokens=sinks)
     got = scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), attn_mask=mask)
-    want = reference(q, k, v, mask=mask.numpy())
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.numpy(), reference(q, k, v, mask=mask.numpy()), rtol=1e-4, atol=1e-5)
     causal = scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), is_causal=True)
     np.testing.assert_allclose(causal.numpy(), reference(q, k, v, causal=True), rtol=1e-4, atol=1e-5)
+
+
+def test_query_blocks_with_per_head_masks_biases_and_blind_rows(backend_name, small_blocks):
+    q, k, v = data(q_heads=6, kv_heads=2, q_len=small_blocks * 3 + 5, k_len=small_blocks * 3 + 9)
+    rng = np.random.default_rng(3)
+    per_head = rng.random((2, 6) + (q.shape[2], k.shape[2])) > 0.3
+    per_head[:, :, small_blocks:2 * small_blocks] = False  # a whole block sees nothing
+    per_head[:, :, :small_blocks, 30:] = False  # and one sees only a prefix of the keys
+    bias = rng.standard_normal((1, 6, q.shape[2], k.shape[2])).astype(np.float32)
+    for mask in (per_head, bias):
+        got = scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v),
+                                           attn_mask=lucid.Tensor(mask)).numpy()
+        np.testing.assert_allclose(got, reference(q, k, v, mask=mask), rtol=1e-4, atol=1e-5)
+        assert np.isfinite(got).all()
+        assert (mask is bias) == bool(got[:, :, small_blocks:2 * small_blocks].any())

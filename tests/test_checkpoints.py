@@ -64,7 +64,7 @@ def test_text_in_text_out_with_the_checkpoints_tokenizer(tmp_path, capsys):
     from lucid.models.llama import write_random_checkpoint
 
     directory = write_random_checkpoint(tmp_path)
-    vocab = {f"w{i}": i for i in range(32)}
+    vocab = {f"w{i}": i for i in range(256)}
     tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="w0"))
     tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     tokenizer.decoder = tokenizers.decoders.WordPiece()

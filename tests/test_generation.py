@@ -5,13 +5,13 @@ import pytest
 from lucid.demo import compare
 from lucid.demo import main as demo_main
 from lucid.generation import generate, make_cache
-from lucid.models import DecoderConfig, TinyDecoder
+from lucid.models import LlamaConfig, LlamaModel
 
 PROMPT = np.random.default_rng(0).integers(0, 256, size=(2, 5))
 MODELS = {
-    "full": DecoderConfig(num_layers=2),
-    "sliding": DecoderConfig(num_layers=2, layer_types=("sliding", "sliding"), sliding_window=4, sink_tokens=2),
-    "hybrid": DecoderConfig(num_layers=2, layer_types=("sliding", "full"), sliding_window=3),
+    "full": LlamaConfig(num_layers=2),
+    "sliding": LlamaConfig(num_layers=2, layer_types=("sliding", "sliding"), sliding_window=4, sink_tokens=2),
+    "hybrid": LlamaConfig(num_layers=2, layer_types=("sliding", "full"), sliding_window=3),
 }
 EXACT = [("full", "dynamic"), ("full", "static"), ("sliding", "sliding"), ("sliding", "hybrid"), ("hybrid", "hybrid")]
 
@@ -19,7 +19,7 @@ EXACT = [("full", "dynamic"), ("full", "static"), ("sliding", "sliding"), ("slid
 @pytest.mark.parametrize("model_name, cache", EXACT)
 @pytest.mark.parametrize("beams", [1, 3])
 def test_cached_decoding_matches_recompute(backend_name, model_name, cache, beams):
-    model = TinyDecoder(MODELS[model_name])  # weights on the active backend
+    model = LlamaModel.random(MODELS[model_name])  # weights on the active backend
     assert model.embed.backend.name == backend_name
     cached = generate(model, PROMPT, 12, cache=cache, num_beams=beams)
     plain = generate(model, PROMPT, 12, cache="none", num_beams=beams)
@@ -30,7 +30,7 @@ def test_cached_decoding_matches_recompute(backend_name, model_name, cache, beam
 
 @pytest.mark.parametrize("cache, bound", [("quantized-8", 0.05), ("quantized-4", 0.5)])
 def test_quantized_caches_stay_within_their_documented_bounds(cache, bound):
-    model = TinyDecoder(MODELS["full"])
+    model = LlamaModel.random(MODELS["full"])
     cached = generate(model, PROMPT, 40, cache=cache)
     plain = generate(model, PROMPT, 40, cache="none")
     same, first, diff = compare(cached, plain)
@@ -40,14 +40,14 @@ def test_quantized_caches_stay_within_their_documented_bounds(cache, bound):
 
 
 def test_the_window_really_limits_attention():
-    full = generate(TinyDecoder(MODELS["full"]), PROMPT, 20, cache="dynamic")
-    windowed = generate(TinyDecoder(DecoderConfig(num_layers=2, layer_types=("sliding", "sliding"),
+    full = generate(LlamaModel.random(MODELS["full"]), PROMPT, 20, cache="dynamic")
+    windowed = generate(LlamaModel.random(LlamaConfig(num_layers=2, layer_types=("sliding", "sliding"),
                                                   sliding_window=3)), PROMPT, 20, cache="sliding")
     assert not np.array_equal(full.tokens, windowed.tokens)
 
 
 def test_static_cache_holds_exactly_prompt_plus_new_tokens():
-    model = TinyDecoder(MODELS["full"])
+    model = LlamaModel.random(MODELS["full"])
     out = generate(model, PROMPT[:1], 7, cache="static")
     c = model.config
     assert out.cache_bytes == c.num_layers * 2 * (1 * c.num_kv_heads * 12 * c.head_dim) * 4
@@ -55,12 +55,12 @@ def test_static_cache_holds_exactly_prompt_plus_new_tokens():
 
 def test_unknown_cache_kind_names_the_choices():
     with pytest.raises(ValueError, match="quantized-4"):
-        make_cache("ring", TinyDecoder(MODELS["full"]), 10)
+        make_cache("ring", LlamaModel.random(MODELS["full"]), 10)
 
 
 def test_decoder_checks_layer_types():
     with pytest.raises(ValueError, match="layer_types"):
-        TinyDecoder(DecoderConfig(num_layers=2, layer_types=("sliding",)))
+        LlamaModel.random(LlamaConfig(num_layers=2, layer_types=("sliding",)))
 
 
 def test_demo_runs_and_passes_its_check(capsys):

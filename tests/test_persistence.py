@@ -8,7 +8,7 @@ import safetensors.numpy
 
 import lucid
 import lucid.nn as nn
-from lucid.models import DecoderConfig, TinyDecoder
+from lucid.models import LlamaConfig, LlamaModel
 
 from .helpers import kv
 
@@ -113,7 +113,7 @@ def test_saved_on_one_backend_loaded_on_another(tmp_path):
 
 
 def test_a_loaded_cache_continues_generation_exactly(tmp_path):
-    model = TinyDecoder(DecoderConfig(num_layers=2))
+    model = LlamaModel.random(LlamaConfig(num_layers=2))
     prompt = np.arange(10).reshape(1, 10)
     cache = nn.DynamicKVCache()
     model.forward(prompt, cache=cache, cache_position=list(range(10)))

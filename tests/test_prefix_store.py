@@ -13,10 +13,10 @@ import redis
 
 import lucid
 import lucid.nn as nn
-from lucid.models import DecoderConfig, TinyDecoder
+from lucid.models import LlamaConfig, LlamaModel
 
 
-MODEL = TinyDecoder(DecoderConfig(num_layers=2))
+MODEL = LlamaModel.random(LlamaConfig(num_layers=2))
 PROMPT = np.random.default_rng(0).integers(0, 256, size=37)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -174,8 +174,8 @@ def test_a_disk_tier_at_its_limit_evicts_the_least_recently_used(tmp_path):
 def test_two_processes_writing_the_same_prefix_both_succeed(tmp_path, redis_server):
     code = textwrap.dedent(f"""
         import numpy as np, lucid.nn as nn
-        from lucid.models import DecoderConfig, TinyDecoder
-        model = TinyDecoder(DecoderConfig(num_layers=2))
+        from lucid.models import LlamaConfig, LlamaModel
+        model = LlamaModel.random(LlamaConfig(num_layers=2))
         prompt = np.random.default_rng(0).integers(0, 256, size=37)
         cache = nn.DynamicKVCache()
         model.forward(prompt[None, :], cache=cache)

@@ -7,7 +7,7 @@ import numpy as np
 
 import lucid
 from lucid.generation import generate
-from lucid.models import DecoderConfig, TinyDecoder
+from lucid.models import LlamaConfig, LlamaModel
 
 from .common import BACKENDS, raw, sync, use_backend
 
@@ -59,12 +59,12 @@ class DemoDecode:
 
     def setup(self, backend, cache):
         use_backend(backend)
-        config = DecoderConfig(num_layers=4)
+        config = LlamaConfig(num_layers=4)
         if cache == "sliding":
-            config = DecoderConfig(num_layers=4, layer_types=("sliding",) * 4, sliding_window=64, sink_tokens=4)
+            config = LlamaConfig(num_layers=4, layer_types=("sliding",) * 4, sliding_window=64, sink_tokens=4)
         elif cache == "hybrid":
-            config = DecoderConfig(num_layers=4, layer_types=("sliding", "full") * 2, sliding_window=64)
-        self.model = TinyDecoder(config)
+            config = LlamaConfig(num_layers=4, layer_types=("sliding", "full") * 2, sliding_window=64)
+        self.model = LlamaModel.random(config)
         self.prompt = np.random.default_rng(0).integers(0, config.vocab_size, size=(2, 16))
         self.cache = cache
 

@@ -6,7 +6,7 @@ import numpy as np
 
 import lucid.nn as nn
 from lucid.generation import generate
-from lucid.models import DecoderConfig, TinyDecoder
+from lucid.models import LlamaConfig, LlamaModel
 
 from .common import BACKENDS, sync, use_backend
 
@@ -28,7 +28,7 @@ class PrefixTimeToFirstToken:
 
     def setup(self, backend, source):
         use_backend(backend)
-        self.model = TinyDecoder(DecoderConfig(num_layers=4))
+        self.model = LlamaModel.random(LlamaConfig(num_layers=4))
         rng = np.random.default_rng(0)
         self.prompt = np.concatenate([rng.integers(0, 256, size=2048), rng.integers(0, 256, size=16)])
         self.directory = tempfile.mkdtemp()

@@ -1,5 +1,4 @@
-"""Models that exercise the caches end to end: the demo's tiny decoder and Llama-family checkpoints."""
-from .decoder import DecoderConfig, TinyDecoder
+"""Llama-family decoders: loaded from Hugging Face checkpoints, or built in memory with seeded weights."""
 from .llama import LlamaConfig, LlamaModel, load_pretrained
 
-__all__ = ["DecoderConfig", "LlamaConfig", "LlamaModel", "TinyDecoder", "load_pretrained"]
+__all__ = ["LlamaConfig", "LlamaModel", "load_pretrained"]

@@ -25,29 +25,76 @@ ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
 @dataclass(frozen=True)
 class LlamaConfig:
-    """What the forward pass needs from a checkpoint's ``config.json``."""
+    """What the forward pass needs from a checkpoint's ``config.json``.
 
-    architecture: str
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    rms_norm_eps: float
-    rope_theta: float
-    rope_scaling: tuple  # sorted (key, value) pairs of a llama3 scaling, or ()
-    tie_word_embeddings: bool
-    qkv_bias: bool
-    o_bias: bool
-    layer_types: tuple
+    The defaults describe a tiny Llama (two layers, hidden size 64, a vocabulary of 256) for
+    :meth:`LlamaModel.random`, the demo and the tests. ``layer_types`` gives each layer's
+    attention, ``"full"`` or ``"sliding"`` (a query sees the ``sliding_window`` positions
+    ending at its own, plus the first ``sink_tokens``); empty means every layer is full.
+
+    Examples
+    --------
+    >>> from lucid.models import LlamaConfig
+    >>> c = LlamaConfig(num_layers=4, layer_types=("sliding", "full") * 2, sliding_window=8)
+    >>> c.layer_type(0), c.layer_type(1), c.head_dim
+    ('sliding', 'full', 16)
+    """
+
+    architecture: str = "LlamaForCausalLM"
+    vocab_size: int = 256
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 16
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: tuple = ()  # sorted (key, value) pairs of a llama3 scaling, or ()
+    tie_word_embeddings: bool = False
+    qkv_bias: bool = False
+    o_bias: bool = False
+    layer_types: tuple = ()
     sliding_window: int = 0
     sink_tokens: int = 0
 
+    def __post_init__(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
+                             f"({self.num_kv_heads})")
+        if self.layer_types and (len(self.layer_types) != self.num_layers
+                                 or set(self.layer_types) - {"full", "sliding"}):
+            raise ValueError(f"layer_types must name 'full' or 'sliding' for each of the {self.num_layers} "
+                             f"layers, got {self.layer_types!r}")
+        if "sliding" in self.layer_types and self.sliding_window < 1:
+            raise ValueError(f"sliding layers need a sliding_window >= 1, got {self.sliding_window}")
+
     def layer_type(self, layer_idx: int) -> str:
         """``"full"`` or ``"sliding"``."""
-        return self.layer_types[layer_idx]
+        return self.layer_types[layer_idx] if self.layer_types else "full"
+
+    def to_json(self) -> dict:
+        """The ``config.json`` transformers would write for this model (sinks have no spelling there).
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaConfig
+        >>> LlamaConfig.from_json(LlamaConfig().to_json(), "config.json") == LlamaConfig()
+        True
+        """
+        raw = {"architectures": [self.architecture], "vocab_size": self.vocab_size,
+               "hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
+               "num_hidden_layers": self.num_layers, "num_attention_heads": self.num_heads,
+               "num_key_value_heads": self.num_kv_heads, "head_dim": self.head_dim,
+               "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
+               "tie_word_embeddings": self.tie_word_embeddings, "attention_bias": self.o_bias,
+               "sliding_window": self.sliding_window or None}
+        if self.rope_scaling:
+            raw["rope_scaling"] = dict(self.rope_scaling, rope_type="llama3")
+        if self.layer_types:
+            raw["layer_types"] = ["sliding_attention" if t == "sliding" else "full_attention"
+                                  for t in self.layer_types]
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict, source: str) -> "LlamaConfig":
@@ -75,6 +122,7 @@ class LlamaConfig:
             layer_types = tuple("sliding" if i >= first else "full" for i in range(layers))
         else:
             layer_types = ("sliding" if window else "full",) * layers
+        layer_types = () if set(layer_types) == {"full"} else layer_types  # () means all full
         bias = bool(raw.get("attention_bias", False))
         return cls(
             architecture=architecture, vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"],
@@ -123,6 +171,9 @@ class _Weights:
                 for key in f.keys():
                     self.where[key] = directory / file
 
+    def __contains__(self, name: str) -> bool:
+        return name in self.where
+
     def get(self, name: str) -> np.ndarray:
         if name not in self.where:
             raise ValueError(f"the checkpoint has no tensor {name!r} (files: "
@@ -134,20 +185,37 @@ class _Weights:
 class LlamaModel:
     """A Llama-family decoder with weights on the active backend, computing in float32.
 
-    Build it with :func:`load_pretrained`.
+    Build it from a checkpoint with :func:`load_pretrained`, or with seeded random weights
+    with :meth:`random`. ``weights`` is anything that answers ``name in weights`` and
+    ``weights.get(name)`` (a host array) for the tensor names transformers uses.
 
     Examples
     --------
     >>> import numpy as np, lucid.nn as nn
-    >>> from lucid.models.llama import write_random_checkpoint
-    >>> from lucid.models import load_pretrained
-    >>> model = load_pretrained(write_random_checkpoint())
+    >>> from lucid.models import LlamaModel
+    >>> model = LlamaModel.random()
     >>> cache = nn.DynamicKVCache()
     >>> model.forward(np.array([[1, 2, 3]]), cache=cache).shape, cache.get_seq_length(0)
-    ((1, 3, 32), 3)
+    ((1, 3, 256), 3)
     """
 
-    def __init__(self, config: LlamaConfig, weights: _Weights):
+    @classmethod
+    def random(cls, config: LlamaConfig = LlamaConfig(), seed: int = 0) -> "LlamaModel":
+        """A model of ``config``'s architecture with weights drawn from ``seed`` (no files).
+
+        The same seed gives the same weights on every backend (they are drawn on the host).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from lucid.models import LlamaConfig, LlamaModel
+        >>> model = LlamaModel.random(LlamaConfig(num_layers=3), seed=1)
+        >>> len(model.layers), model.forward(np.array([[5]])).shape
+        (3, (1, 1, 256))
+        """
+        return cls(config, random_weights(config, seed))
+
+    def __init__(self, config: LlamaConfig, weights):
         self.config = config
         backend = backends.get_backend()
         self.backend = backend
@@ -157,13 +225,13 @@ class LlamaModel:
             return Tensor.wrap(backend.from_host(np.ascontiguousarray(host.T if transpose else host)), backend)
 
         def maybe(name, transpose=False):
-            return tensor(name, transpose) if name in weights.where else None
+            return tensor(name, transpose) if name in weights else None
 
         c = config
         self.embed = tensor("model.embed_tokens.weight")
         self.norm = tensor("model.norm.weight")
-        self.unembed = tensor("model.embed_tokens.weight" if c.tie_word_embeddings and "lm_head.weight" not in
-                              weights.where else "lm_head.weight", transpose=True)
+        self.unembed = tensor("model.embed_tokens.weight" if c.tie_word_embeddings and "lm_head.weight" not in weights
+                              else "lm_head.weight", transpose=True)
         self.layers = []
         for i in range(c.num_layers):
             p = f"model.layers.{i}."
@@ -178,11 +246,22 @@ class LlamaModel:
             self.layers.append(layer)
         self.inv_freq = Tensor.wrap(backend.from_host(_inverse_frequencies(c)), backend)
 
-    def forward(self, input_ids, cache=None, cache_position=None) -> Tensor:
-        """Logits ``(B, T, vocab)`` for host int ids ``(B, T)``; ``cache`` as for the demo model.
+    def forward(self, input_ids, cache=None, cache_position=None, logits_to_keep: int = 0) -> Tensor:
+        """Logits ``(B, T, vocab)`` for int ids ``(B, T)`` (host or a Tensor).
 
-        Attention masks come from the cache's absolute key positions, so sliding-window layers
-        see exactly the window the config names.
+        Parameters
+        ----------
+        input_ids : array-like of ints, shape ``(B, T)``
+        cache : Cache, optional
+            Keys/values of earlier tokens, updated with this call's. Attention masks come from
+            the cache's absolute key positions (``key_positions``), so sliding-window layers
+            see exactly the window (and sinks) the config names.
+        cache_position : list, range or 1-D ints of length T, optional
+            Absolute positions of the new tokens; by default they follow what the cache holds.
+        logits_to_keep : int
+            Only the last this many positions' logits (``0``: all), as transformers'
+            argument of that name: generation needs the last one, and the output projection
+            of a long prompt is the largest matrix product of a prefill.
         """
         ids = np.asarray(input_ids.numpy() if isinstance(input_ids, Tensor) else input_ids, dtype=np.int64)
         backend, xp, c = self.backend, self.backend.xp, self.config
@@ -206,13 +285,16 @@ class LlamaModel:
                                         cache_position=host_positions.tolist() if cache_position is None else cache_position)
                 key_positions = cache.key_positions(layer_idx, length)
             sliding = c.layer_type(layer_idx) == "sliding"
-            mask = attention_mask(positions, key_positions, window=c.sliding_window if sliding else None)
+            mask = attention_mask(positions, key_positions, window=c.sliding_window if sliding else None,
+                                  sink_tokens=c.sink_tokens if sliding else 0)
             attn = scaled_dot_product_attention(Tensor.wrap(q, backend), k_t, v_t, attn_mask=mask).array
             attn = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (batch, length, c.num_heads * c.head_dim))
             x = x + self._linear(attn, w["o"], w["o_bias"])
             h = self._rms(x, w["norm2"].array)
             gate = self._linear(h, w["gate"], None)
             x = x + self._linear(gate / (1.0 + xp.exp(-gate)) * self._linear(h, w["up"], None), w["down"], None)
+        if 0 < logits_to_keep < length:
+            x = x[:, length - logits_to_keep:, :]
         return Tensor.wrap(self._rms(x, self.norm.array) @ self.unembed.array, backend)
 
     def _linear(self, x, weight: Tensor, bias):
@@ -257,8 +339,50 @@ def load_pretrained(directory) -> LlamaModel:
     return LlamaModel(LlamaConfig.from_json(raw, str(config_path)), _Weights(directory))
 
 
-def write_random_checkpoint(directory=None, seed: int = 0) -> pathlib.Path:
-    """Write a tiny random Llama checkpoint as transformers lays it out (for examples and tests).
+def random_weights(config: LlamaConfig, seed: int = 0) -> dict:
+    """Seeded float32 host weights for ``config``, named as transformers names them.
+
+    Projections are scaled by ``1/sqrt(fan_in)`` and the norms' gains stay near one, so the
+    activations keep unit size through the layers.
+
+    Examples
+    --------
+    >>> from lucid.models import LlamaConfig
+    >>> from lucid.models.llama import random_weights
+    >>> random_weights(LlamaConfig())["model.layers.0.self_attn.k_proj.weight"].shape
+    (32, 64)
+    """
+    c = config
+    rng = np.random.default_rng(seed)
+
+    def projection(rows, fan_in):
+        return (rng.standard_normal((rows, fan_in)) / math.sqrt(fan_in)).astype(np.float32)
+
+    def gain():
+        return (1.0 + 0.1 * rng.standard_normal(c.hidden_size)).astype(np.float32)
+
+    weights = {"model.embed_tokens.weight": rng.standard_normal((c.vocab_size, c.hidden_size)).astype(np.float32)}
+    q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    for i in range(c.num_layers):
+        p = f"model.layers.{i}."
+        weights.update({p + "self_attn.q_proj.weight": projection(q, c.hidden_size),
+                        p + "self_attn.k_proj.weight": projection(kv, c.hidden_size),
+                        p + "self_attn.v_proj.weight": projection(kv, c.hidden_size),
+                        p + "self_attn.o_proj.weight": projection(c.hidden_size, q),
+                        p + "mlp.gate_proj.weight": projection(c.intermediate_size, c.hidden_size),
+                        p + "mlp.up_proj.weight": projection(c.intermediate_size, c.hidden_size),
+                        p + "mlp.down_proj.weight": projection(c.hidden_size, c.intermediate_size),
+                        p + "input_layernorm.weight": gain(), p + "post_attention_layernorm.weight": gain()})
+        for name, rows in (("q", q), ("k", kv), ("v", kv)) if c.qkv_bias else ():
+            weights[p + f"self_attn.{name}_proj.bias"] = (0.1 * rng.standard_normal(rows)).astype(np.float32)
+    weights["model.norm.weight"] = gain()
+    if not c.tie_word_embeddings:
+        weights["lm_head.weight"] = projection(c.vocab_size, c.hidden_size)
+    return weights
+
+
+def write_random_checkpoint(directory=None, config: LlamaConfig = LlamaConfig(), seed: int = 0) -> pathlib.Path:
+    """Write a seeded random checkpoint of ``config`` as transformers lays it out (examples, tests).
 
     Examples
     --------
@@ -272,21 +396,8 @@ def write_random_checkpoint(directory=None, seed: int = 0) -> pathlib.Path:
 
     directory = pathlib.Path(directory or tempfile.mkdtemp())
     directory.mkdir(parents=True, exist_ok=True)
-    config = {"architectures": ["LlamaForCausalLM"], "vocab_size": 32, "hidden_size": 16, "intermediate_size": 24,
-              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
-              "rope_theta": 10000.0, "tie_word_embeddings": True}
-    rng = np.random.default_rng(seed)
-    shapes = {"model.embed_tokens.weight": (32, 16), "model.norm.weight": (16,)}
-    for i in range(2):
-        p = f"model.layers.{i}."
-        shapes.update({p + "self_attn.q_proj.weight": (16, 16), p + "self_attn.k_proj.weight": (8, 16),
-                       p + "self_attn.v_proj.weight": (8, 16), p + "self_attn.o_proj.weight": (16, 16),
-                       p + "mlp.gate_proj.weight": (24, 16), p + "mlp.up_proj.weight": (24, 16),
-                       p + "mlp.down_proj.weight": (16, 24), p + "input_layernorm.weight": (16,),
-                       p + "post_attention_layernorm.weight": (16,)})
-    tensors = {name: (rng.standard_normal(shape) * 0.2).astype(np.float32) for name, shape in shapes.items()}
-    safetensors.numpy.save_file(tensors, str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps(config))
+    safetensors.numpy.save_file(random_weights(config, seed), str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps(config.to_json()))
     return directory
 
 

@@ -116,33 +116,52 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
             allowed = mask
         else:
             additive = mask
-    # Queries in blocks: a block's scores stay small (the full (B, H, Lq, Lk) matrix of a long
-    # prefill would be hundreds of megabytes, written and read several times), and a block
-    # reads only the keys some of its rows may see (a causal prefill skips the future).
+    # Queries in blocks whose scores stay small enough to live in the CPU's cache (the full
+    # (B, H, Lq, Lk) matrix of a long prefill would be hundreds of megabytes, written and read
+    # several times). With several blocks, each reads only the keys some of its rows may see
+    # (a causal prefill skips the future, a sliding window the distant past) and masks only
+    # the columns its rows disagree on.
+    rows = max(MIN_QUERY_BLOCK, SCORES_PER_BLOCK // max(1, batch * q_heads * k_len))
     outs = []
-    for start in range(0, q_len, QUERY_BLOCK):
-        stop = min(q_len, start + QUERY_BLOCK)
+    for start in range(0, q_len, rows):
+        stop = min(q_len, start + rows)
         visible = _rows(allowed, start, stop, q_len)
         if is_causal:
             causal = xp.arange(k_len)[None, :] <= (xp.arange(start, stop)[:, None] + (k_len - q_len))
             visible = causal if visible is None else (visible & causal)
-        keys_seen = k_len
-        if visible is not None and q_len > QUERY_BLOCK:  # several blocks: the last key this one sees
-            seen = xp.any(xp.reshape(visible, (-1, visible.shape[-1])), axis=0)
-            last = int(xp.max(xp.where(seen, xp.arange(seen.shape[0]), -1)))
-            keys_seen = max(1, last + 1) if seen.shape[0] == k_len else k_len
-            visible = visible[..., :keys_seen] if visible.shape[-1] == k_len else visible
+        first, last, masked = 0, k_len, (0, k_len)
+        if visible is not None and q_len > rows and visible.shape[-1] == k_len:
+            first, last, masked = _key_spans(xp, visible)
+            visible = visible[..., masked[0]:masked[1]]
         bias = _rows(additive, start, stop, q_len)
         if bias is not None and bias.shape[-1] == k_len:
-            bias = bias[..., :keys_seen]
-        outs.append(_attend(xp, q[:, :, start:stop, :], k[:, :, :keys_seen, :], v[:, :, :keys_seen, :],
-                            visible, bias, scale))
+            bias = bias[..., first:last]
+        outs.append(_attend(query.backend, q[:, :, start:stop, :], k[:, :, first:last, :], v[:, :, first:last, :],
+                            visible, (masked[0] - first, masked[1] - first), bias, scale))
     out = outs[0] if len(outs) == 1 else xp.concat(outs, axis=2)
     return query.with_array(out)
 
 
-#: Queries per block in :func:`scaled_dot_product_attention`.
-QUERY_BLOCK = 128
+#: Scores (``batch * heads * query rows * keys``) one block of queries may produce at most.
+SCORES_PER_BLOCK = 2**22
+#: Query rows per block whatever the budget: fewer would make the matrix products inefficient.
+MIN_QUERY_BLOCK = 16
+
+
+def _key_spans(xp, visible):
+    """Host ints for a block's mask: the keys some row sees ``[first, last)`` and, within
+    them, the span ``(lo, hi)`` of keys that some row may not see (the only ones to mask)."""
+    flat = xp.reshape(visible, (-1, visible.shape[-1]))
+    index = xp.arange(flat.shape[-1])
+    seen, partial = xp.any(flat, axis=0), ~xp.all(flat, axis=0)
+    none = flat.shape[-1]
+    first = int(xp.min(xp.where(seen, index, none)))
+    if first == none:  # nothing visible at all: one key keeps the shapes valid, its row comes out zero
+        return 0, 1, (0, 1)
+    last = int(xp.max(xp.where(seen, index, -1))) + 1
+    lo = int(xp.min(xp.where(partial[first:last], index[first:last], last)))
+    hi = int(xp.max(xp.where(partial[first:last], index[first:last], lo - 1))) + 1
+    return first, last, (lo, hi)
 
 
 def _rows(mask, start: int, stop: int, q_len: int):
@@ -152,25 +171,44 @@ def _rows(mask, start: int, stop: int, q_len: int):
     return mask[..., start:stop, :]
 
 
-def _attend(xp, q, k, v, visible, bias, scale):
+def _attend(backend, q, k, v, visible, masked, bias, scale):
     """Attention of one block of queries: ``softmax(q k^T * scale + bias, masked) v``.
 
-    The scale goes into the queries (``Lq x D`` values, not ``Lq x Lk``) and the softmax's
-    division into the output (``Lq x Dv``): two fewer passes over the block's scores.
+    ``visible`` covers the keys ``masked = (lo, hi)``; the others are all visible.
+
+    The block's scores are laid out keys first, ``(B, Hkv, Lk, G, Lq)``: the query heads
+    that share a key/value head (grouped-query attention) and the block's queries form the
+    columns of one matrix product ``k @ q^T`` per key/value head, long in the keys and short
+    in the head dimension, the shape BLAS runs fastest (about twice ``q @ k^T`` here). The
+    scale goes into the queries (``Lq x D`` values, not ``Lq x Lk``) and the softmax's
+    division into the output (``Lq x Dv``); the exponential reuses the scores' memory.
     """
+    xp = backend.xp
     batch, q_heads, q_len, dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     group = q_heads // kv_heads
-    # (B, Hkv, G, Lq, D) against (B, Hkv, 1, Lk, D): GQA by broadcasting, no copies of k/v.
-    qg = xp.reshape(q * scale, (batch, kv_heads, group, q_len, dim))
-    scores = xp.reshape(qg @ xp.matrix_transpose(k[:, :, None, ...]), (batch, q_heads, q_len, k_len))
+    qg = xp.reshape(q * scale, (batch, kv_heads, group * q_len, dim))
+    scores = xp.reshape(k @ xp.matrix_transpose(qg), (batch, kv_heads, k_len, group, q_len))
     if bias is not None:
-        scores = scores + bias
-    if visible is not None:
-        scores = xp.where(visible, scores, xp.asarray(-math.inf, dtype=scores.dtype))
-    peak = xp.max(scores, axis=-1, keepdims=True)
-    weights = xp.exp(scores - xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak)))
-    total = xp.sum(weights, axis=-1, keepdims=True)
-    total = xp.reshape(xp.where(total > 0, total, xp.ones_like(total)), (batch, kv_heads, group, q_len, 1))
-    out = (xp.reshape(weights, (batch, kv_heads, group, q_len, k_len)) @ v[:, :, None, ...]) / total
-    return xp.reshape(out, (batch, q_heads, q_len, v.shape[-1]))
+        scores = scores + _keys_first(xp, bias, kv_heads, group)
+    lo, hi = masked
+    if visible is not None and hi > lo:
+        scores[:, :, lo:hi, ...] = xp.where(_keys_first(xp, visible, kv_heads, group), scores[:, :, lo:hi, ...],
+                                            xp.asarray(-math.inf, dtype=scores.dtype))
+    peak = xp.max(scores, axis=2, keepdims=True)
+    weights = backend.exp_shifted(scores, xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak)))
+    total = xp.sum(weights, axis=2, keepdims=True)
+    total = xp.reshape(xp.where(total > 0, total, xp.ones_like(total)), (batch, q_heads, q_len, 1))
+    weights = xp.matrix_transpose(xp.reshape(weights, (batch, kv_heads, k_len, group * q_len)))
+    return xp.reshape(weights @ v, (batch, q_heads, q_len, v.shape[-1])) / total
+
+
+def _keys_first(xp, mask, kv_heads: int, group: int):
+    """A mask or bias broadcastable to ``(B, Hq, Lq, Lk)``, laid out as the scores are:
+    ``(B, Hkv, Lk, G, Lq)`` (its batch and head axes may stay 1)."""
+    mask = xp.reshape(mask, (1,) * (4 - mask.ndim) + tuple(mask.shape))
+    batch, heads, q_len, k_len = mask.shape
+    mask = xp.permute_dims(mask, (0, 1, 3, 2))
+    if heads == 1:
+        return xp.reshape(mask, (batch, 1, k_len, 1, q_len))
+    return xp.permute_dims(xp.reshape(mask, (batch, kv_heads, group, k_len, q_len)), (0, 1, 3, 2, 4))
