@@ -1,4 +1,8 @@
 """The NumPy backend (CPU, always available)."""
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import array_api_compat.numpy as xp
 import numpy as np
 
@@ -26,6 +30,17 @@ class NumpyBackend(Backend):
     def from_dlpack(self, obj):
         return np.from_dlpack(obj)
 
+    def map_blocks(self, fn, blocks):
+        # NumPy runs one operation on one core, but releases the GIL inside it: threads give
+        # each core its own block. BLAS runs one thread per call meanwhile, so that the cores
+        # are not oversubscribed (a BLAS call spreading over every core from every thread).
+        blocks = list(blocks)
+        pool = _pool()
+        if len(blocks) < 2 or pool is None:
+            return [fn(block) for block in blocks]
+        with _blas_threads().limit(limits=1, user_api="blas"):
+            return list(pool.map(fn, blocks))
+
     def take_rows(self, src, rows):
         # Fancy indexing reads a strided source in place; np.take copies it contiguous first.
         return src[np.asarray(rows)]
@@ -36,6 +51,39 @@ class NumpyBackend(Backend):
 
     def scatter(self, buf, values, positions, lo, hi):
         fancy_scatter(np, buf, values, positions)
+
+
+_lazy = {}
+_lazy_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's threads: it makes its own pool when it needs one."""
+    global _lazy_lock
+    _lazy.clear()
+    _lazy_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _pool():
+    """One thread per core, shared and made on first use; ``None`` on a single core."""
+    with _lazy_lock:
+        if "pool" not in _lazy:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            _lazy["pool"] = ThreadPoolExecutor(cores, thread_name_prefix="lucid-blocks") if cores > 1 else None
+        return _lazy["pool"]
+
+
+def _blas_threads():
+    """threadpoolctl's view of the BLAS libraries loaded in this process (found once)."""
+    with _lazy_lock:
+        if "blas" not in _lazy:
+            from threadpoolctl import ThreadpoolController
+
+            _lazy["blas"] = ThreadpoolController()
+        return _lazy["blas"]
 
 
 def load() -> Backend:

@@ -149,6 +149,22 @@ class Backend:
         """
         return self.xp.take(src, self.xp.asarray(rows), axis=0)
 
+    # -- running independent pieces of work -----------------------------------
+    def map_blocks(self, fn, blocks) -> list:
+        """``[fn(b) for b in blocks]``; backends may run the calls concurrently.
+
+        ``fn`` must be safe to call from several threads at once on different blocks (it
+        reads shared arrays and returns new ones). The NumPy backend spreads the blocks over
+        the CPU's cores; a GPU backend queues them in order on its stream.
+
+        Examples
+        --------
+        >>> import backends
+        >>> backends.load_backend("array_api_strict").map_blocks(lambda b: b * b, range(4))
+        [0, 1, 4, 9]
+        """
+        return [fn(block) for block in blocks]
+
     # -- arithmetic ---------------------------------------------------------
     def exp_shifted(self, x, shift):
         """``exp(x - shift)``, reusing ``x``'s memory where the library can (``x`` is consumed).

@@ -2,6 +2,7 @@
 import numpy as np
 from hypothesis import strategies as st
 
+import backends
 import lucid
 import lucid.nn as nn
 
@@ -9,6 +10,13 @@ CACHES = {
     "dynamic": nn.DynamicKVCache,
     "static": lambda: nn.StaticKVCache(max_cache_len=16, num_layers=2),
 }
+
+
+def on_backend(values) -> lucid.Tensor:
+    """Host values as a Tensor of the active backend (``lucid.Tensor`` of a NumPy array stays on
+    NumPy, whatever backend is active)."""
+    backend = backends.get_backend()
+    return lucid.Tensor.wrap(backend.from_host(np.asarray(values)), backend)
 
 
 def kv(b=2, h=3, t=1, d=4, dv=None, dtype=lucid.Float32):

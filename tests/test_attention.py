@@ -5,6 +5,8 @@ import pytest
 import lucid
 from lucid.nn.functional import attention_mask, scaled_dot_product_attention, softmax
 
+from .helpers import on_backend
+
 
 def reference(q, k, v, mask=None, causal=False, scale=None):
     """Per head, per query: the textbook formula with explicit loops over heads."""
@@ -39,59 +41,68 @@ def data(q_heads=4, kv_heads=2, q_len=3, k_len=5, dim=8, dv=6):
             rng.standard_normal((2, kv_heads, k_len, dv)).astype(np.float32))
 
 
+@pytest.fixture(params=["queries first", "keys first"])
+def layout(request, monkeypatch):
+    """Both layouts of a block's scores, whatever the block's size."""
+    from lucid.nn import functional
+
+    monkeypatch.setattr(functional, "KEYS_FIRST_ROWS", 1 if request.param == "keys first" else 2**62)
+    return request.param
+
+
+@pytest.fixture
+def small_blocks(monkeypatch, layout):
+    """Blocks of MIN_QUERY_BLOCK queries whatever the sizes, so short tests cross many blocks."""
+    from lucid.nn import functional
+
+    monkeypatch.setattr(functional, "SCORES_PER_BLOCK", 1)
+    return functional.MIN_QUERY_BLOCK
+
+
 @pytest.mark.parametrize("q_heads, kv_heads", [(4, 4), (4, 2), (6, 1)])
 @pytest.mark.parametrize("q_len, causal", [(5, True), (1, True), (3, True), (5, False)])
-def test_matches_formula(backend_name, q_heads, kv_heads, q_len, causal):
+def test_matches_formula(backend_name, layout, q_heads, kv_heads, q_len, causal):
     q, k, v = data(q_heads, kv_heads, q_len)
-    got = scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), is_causal=causal)
+    got = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v), is_causal=causal)
     np.testing.assert_allclose(got.numpy(), reference(q, k, v, causal=causal), rtol=1e-5, atol=1e-5)
 
 
-def test_boolean_and_additive_masks_and_scale(backend_name):
+def test_boolean_and_additive_masks_and_scale(backend_name, layout):
     q, k, v = data()
     rng = np.random.default_rng(2)
     bool_mask = rng.random((2, 1, 3, 5)) > 0.4
     bool_mask[..., 0] = True
     add_mask = rng.standard_normal((3, 5)).astype(np.float32)
     for mask in (bool_mask, add_mask):
-        got = scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v),
-                                           attn_mask=lucid.Tensor(mask), scale=0.3)
+        got = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v),
+                                           attn_mask=on_backend(mask), scale=0.3)
         np.testing.assert_allclose(got.numpy(), reference(q, k, v, mask=mask, scale=0.3), rtol=1e-5, atol=1e-5)
 
 
-def test_fully_masked_rows_are_zero_and_softmax_is_stable():
+def test_fully_masked_rows_are_zero_and_softmax_is_stable(layout):
     q, k, v = data(q_len=2)
     mask = np.ones((2, 5), bool)
     mask[1] = False
-    got = scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), attn_mask=lucid.Tensor(mask))
+    got = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v), attn_mask=on_backend(mask))
     assert np.isfinite(got.numpy()).all() and not got.numpy()[:, :, 1].any()
-    big = softmax(lucid.Tensor([1000.0, 1000.0])).tolist()
+    big = softmax(on_backend([1000.0, 1000.0])).tolist()
     assert big == [0.5, 0.5]
 
 
 def test_bad_shapes_raise():
     q, k, v = data(q_heads=3, kv_heads=2)
     with pytest.raises(ValueError, match="multiple"):
-        scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v))
+        scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v))
 
 
 @pytest.mark.parametrize("window, sinks", [(None, 0), (3, 0), (3, 2)])
 def test_attention_mask_from_absolute_positions(backend_name, window, sinks):
     queries, keys = [7, 8, 9], [0, 1, 5, 6, 7, 8, 9]
-    got = attention_mask(lucid.Tensor(queries), lucid.Tensor(keys), window=window, sink_tokens=sinks).tolist()
+    got = attention_mask(on_backend(queries), on_backend(keys), window=window, sink_tokens=sinks).tolist()
     for i, q in enumerate(queries):
         for j, k in enumerate(keys):
             visible = k <= q and (window is None or q - k < window or k < sinks)
             assert got[i][j] == visible, (q, k)
-
-
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Blocks of MIN_QUERY_BLOCK queries whatever the sizes, so short tests cross many blocks."""
-    from lucid.nn import functional
-
-    monkeypatch.setattr(functional, "SCORES_PER_BLOCK", 1)
-    return functional.MIN_QUERY_BLOCK
 
 
 @pytest.mark.parametrize("window, sinks", [(None, 0), (50, 3), (20, 0)])
@@ -101,10 +112,10 @@ def test_query_blocks_match_the_formula(backend_name, small_blocks, window, sink
     q, k, v = data(q_heads=4, kv_heads=2, q_len=small_blocks * 9 + 7, k_len=small_blocks * 9 + 10)
     positions = np.arange(k.shape[2])
     queries = positions[-q.shape[2]:]
-    mask = attention_mask(lucid.Tensor(queries), lucid.Tensor(positions), window=window, sink_tokens=sinks)
-    got = scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), attn_mask=mask)
+    mask = attention_mask(on_backend(queries), on_backend(positions), window=window, sink_tokens=sinks)
+    got = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v), attn_mask=mask)
     np.testing.assert_allclose(got.numpy(), reference(q, k, v, mask=mask.numpy()), rtol=1e-4, atol=1e-5)
-    causal = scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), is_causal=True)
+    causal = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v), is_causal=True)
     np.testing.assert_allclose(causal.numpy(), reference(q, k, v, causal=True), rtol=1e-4, atol=1e-5)
 
 
@@ -116,8 +127,22 @@ def test_query_blocks_with_per_head_masks_biases_and_blind_rows(backend_name, sm
     per_head[:, :, :small_blocks, 30:] = False  # and one sees only a prefix of the keys
     bias = rng.standard_normal((1, 6, q.shape[2], k.shape[2])).astype(np.float32)
     for mask in (per_head, bias):
-        got = scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v),
-                                           attn_mask=lucid.Tensor(mask)).numpy()
+        got = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v),
+                                           attn_mask=on_backend(mask)).numpy()
         np.testing.assert_allclose(got, reference(q, k, v, mask=mask), rtol=1e-4, atol=1e-5)
         assert np.isfinite(got).all()
         assert (mask is bias) == bool(got[:, :, small_blocks:2 * small_blocks].any())
+
+
+def test_batch_rows_split_unevenly_across_blocks(backend_name, layout, monkeypatch):
+    """Three batch rows in blocks of two: the last block holds one row, with its own mask."""
+    from lucid.nn import functional
+
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.standard_normal(shape).astype(np.float32)
+               for shape in ((3, 4, 40, 8), (3, 2, 45, 8), (3, 2, 45, 8)))
+    monkeypatch.setattr(functional, "QUERY_BLOCK", 16)
+    monkeypatch.setattr(functional, "SCORES_PER_BLOCK", 2 * 16 * 4 * 45)  # 16 queries x 2 batch rows
+    mask = rng.random((3, 1, 40, 45)) > 0.5
+    got = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v), attn_mask=on_backend(mask))
+    np.testing.assert_allclose(got.numpy(), reference(q, k, v, mask=mask), rtol=1e-4, atol=1e-5)

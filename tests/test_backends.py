@@ -157,3 +157,55 @@ def test_host_round_trip_and_synchronize():
     strict.synchronize()
     assert backends.backend_of(strict.from_host(host)) is strict
     assert backends.backend_of([1, 2]) is None
+
+
+def test_numpy_map_blocks_runs_every_block_and_leaves_blas_threads_as_they_were():
+    from threadpoolctl import threadpool_info
+
+    numpy = backends.load_backend("numpy")
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    seen = []
+
+    def square(block):
+        seen.append(threading.current_thread().name)
+        return np.full((64, 64), float(block)) @ np.eye(64)
+
+    out = numpy.map_blocks(square, range(6))
+    assert [float(o[0, 0]) for o in out] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # in order
+    assert len(seen) == 6
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+
+
+def _blocked_attention_in_child(queue):
+    queue.put(_blocked_attention())
+
+
+def _blocked_attention():
+    import lucid
+    from lucid.nn import functional
+
+    rng = np.random.default_rng(0)
+    q, k = rng.standard_normal((1, 2, 300, 8), dtype=np.float32), rng.standard_normal((1, 2, 300, 8), dtype=np.float32)
+    out = functional.scaled_dot_product_attention(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(k), is_causal=True)
+    return out.numpy()
+
+
+def test_a_forked_child_gets_its_own_worker_threads(monkeypatch):
+    """The parent's pool of threads does not survive fork: the child must not wait on it."""
+    import multiprocessing
+
+    from lucid.nn import functional
+
+    monkeypatch.setattr(functional, "SCORES_PER_BLOCK", 1)  # many blocks: the pool is used
+    want = _blocked_attention()  # the parent's pool exists from here on
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_blocked_attention_in_child, args=(queue,))
+    child.start()
+    try:
+        got = queue.get(timeout=60)
+        child.join(timeout=60)
+    finally:
+        child.kill()
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got, want)

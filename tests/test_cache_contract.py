@@ -7,7 +7,7 @@ import pytest
 import lucid
 import lucid.nn as nn
 
-from .helpers import CACHES, assert_unchanged, kv, snapshot
+from .helpers import CACHES, assert_unchanged, kv, on_backend, snapshot
 
 @pytest.fixture(params=sorted(CACHES))
 def cache(request, backend_name):
@@ -120,7 +120,7 @@ def test_static_capacity(backend_name):
 
 def test_static_crop_moves_overlapping_range(backend_name):
     cache = nn.StaticKVCache(max_cache_len=16, num_layers=1)
-    k = lucid.Tensor(np.arange(10, dtype=np.float32).reshape(1, 1, 10, 1))
+    k = on_backend(np.arange(10, dtype=np.float32).reshape(1, 1, 10, 1))
     cache.update(k, k, 0)
     cache.crop(7)  # source [3, 10) overlaps destination [0, 7)
     assert cache.get(0)[0].numpy().ravel().tolist() == [3, 4, 5, 6, 7, 8, 9]

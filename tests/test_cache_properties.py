@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import lucid
 import lucid.nn as nn
 
-from .helpers import assert_same_snapshot, snapshot
+from .helpers import assert_same_snapshot, on_backend, snapshot
 from .reference import ReferenceCache
 
 H, DK, DV = 2, 3, 2
@@ -100,10 +100,10 @@ def test_random_operations_match_reference(backend_name, kind, data):
                 model.update(k, v, layer, pos)
             except ValueError:
                 with pytest.raises(ValueError):
-                    cache.update(lucid.Tensor(k), lucid.Tensor(v), layer, cache_position=pos_tensor)
+                    cache.update(on_backend(k), on_backend(v), layer, cache_position=pos_tensor)
                 assert_same_snapshot(before, snapshot(cache, NUM_LAYERS))
                 continue
-            k_out, v_out = cache.update(lucid.Tensor(k), lucid.Tensor(v), layer, cache_position=pos_tensor)
+            k_out, v_out = cache.update(on_backend(k), on_backend(v), layer, cache_position=pos_tensor)
             np.testing.assert_array_equal(k_out.numpy(), model.layers[layer][0])
             np.testing.assert_array_equal(v_out.numpy(), model.layers[layer][1])
         elif op == "select":

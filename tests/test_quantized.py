@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import lucid
 import lucid.nn as nn
 
-from .helpers import assert_unchanged, batch_op, kv, snapshot
+from .helpers import assert_unchanged, batch_op, kv, on_backend, snapshot
 from .reference import ReferenceHistory
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -50,8 +50,8 @@ def test_random_operations_match_reference(backend_name, data):
         batch = cache.batch_size() or data.draw(st.integers(1, 3))
         if op == "append":
             count = data.draw(st.integers(1, 2 * residual_length + 3))
-            k = lucid.Tensor((rng.standard_normal((batch, 2, count, 8)) * 3).astype(np.float32)).astype(dtype)
-            v = lucid.Tensor(rng.standard_normal((batch, 2, count, 8)).astype(np.float32)).astype(dtype)
+            k = on_backend((rng.standard_normal((batch, 2, count, 8)) * 3).astype(np.float32)).astype(dtype)
+            v = on_backend(rng.standard_normal((batch, 2, count, 8)).astype(np.float32)).astype(dtype)
             position = data.draw(st.sampled_from([None, list(range(model.length, model.length + count))]))
             returned = cache.update(k, v, 0, cache_position=position)
             model.append(k.numpy(), v.numpy())

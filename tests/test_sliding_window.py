@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import lucid
 import lucid.nn as nn
 
-from .helpers import assert_unchanged, batch_op, kv, snapshot
+from .helpers import assert_unchanged, batch_op, kv, on_backend, snapshot
 from .reference import ReferenceHistory, window_positions
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -53,14 +53,14 @@ def test_random_operations_match_reference(backend_name, data):
             form = data.draw(st.sampled_from(["none", "list", "range", "tensor"]))
             position = {"none": None, "list": list(range(n, n + count)), "range": range(n, n + count),
                         "tensor": lucid.Tensor(list(range(n, n + count)), dtype=lucid.Int32)}[form]
-            returned = cache.update(lucid.Tensor(k), lucid.Tensor(v), 0, cache_position=position)
+            returned = cache.update(on_backend(k), on_backend(v), 0, cache_position=position)
             model.append(k, v)
             assert_window(cache, model, window, sinks, count, returned)
             continue
         if op == "bad position":
             k, v = tokens(batch, 1, seed)
             with pytest.raises(ValueError, match="only appends"):
-                cache.update(lucid.Tensor(k), lucid.Tensor(v), 0, cache_position=[model.length + 1])
+                cache.update(on_backend(k), on_backend(v), 0, cache_position=[model.length + 1])
             assert_unchanged(before, cache, 1)
         elif op in ("select", "repeat"):
             batch_op(data, op, cache, model, batch)
@@ -139,6 +139,6 @@ def test_writes_that_wrap_around_the_ring_read_back_in_order(backend_name):
     cache, model = nn.SlidingWindowKVCache(4), ReferenceHistory()
     for count in (3, 3, 2, 5, 1, 1):  # every write past the first wraps around the ring
         k, v = tokens(1, count, model.length * 10)
-        returned = cache.update(lucid.Tensor(k), lucid.Tensor(v), 0)
+        returned = cache.update(on_backend(k), on_backend(v), 0)
         model.append(k, v)
         assert_window(cache, model, 4, 0, count, returned)

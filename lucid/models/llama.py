@@ -298,7 +298,12 @@ class LlamaModel:
         return Tensor.wrap(self._rms(x, self.norm.array) @ self.unembed.array, backend)
 
     def _linear(self, x, weight: Tensor, bias):
-        out = x @ weight.array
+        # One matrix product over every token: (B, T, in) @ (in, out) would broadcast the
+        # weight and run B products, each reading the whole weight (B matrix-vector products
+        # in a decode step).
+        xp = self.backend.xp
+        w = weight.array
+        out = xp.reshape(xp.reshape(x, (-1, w.shape[0])) @ w, tuple(x.shape[:-1]) + (w.shape[1],))
         return out if bias is None else out + bias.array
 
     def _rms(self, x, weight):

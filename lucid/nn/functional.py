@@ -116,14 +116,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
             allowed = mask
         else:
             additive = mask
-    # Queries in blocks whose scores stay small enough to live in the CPU's cache (the full
-    # (B, H, Lq, Lk) matrix of a long prefill would be hundreds of megabytes, written and read
-    # several times). With several blocks, each reads only the keys some of its rows may see
+    # Blocks of queries and batch rows whose scores stay small enough to live in the CPU's
+    # cache (the full (B, H, Lq, Lk) matrix of a long prefill would be hundreds of megabytes,
+    # written and read several times), with enough query rows per block for efficient matrix
+    # products. With several query blocks, each reads only the keys some of its rows may see
     # (a causal prefill skips the future, a sliding window the distant past) and masks only
-    # the columns its rows disagree on.
-    rows = max(MIN_QUERY_BLOCK, SCORES_PER_BLOCK // max(1, batch * q_heads * k_len))
-    outs = []
-    for start in range(0, q_len, rows):
+    # the keys its rows disagree on.
+    per_row = q_heads * k_len
+    rows = min(q_len, max(MIN_QUERY_BLOCK, min(QUERY_BLOCK, SCORES_PER_BLOCK // per_row)))
+    batch_rows = min(batch, max(1, SCORES_PER_BLOCK // (per_row * rows)))
+
+    def block(start):
         stop = min(q_len, start + rows)
         visible = _rows(allowed, start, stop, q_len)
         if is_causal:
@@ -136,16 +139,32 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
         bias = _rows(additive, start, stop, q_len)
         if bias is not None and bias.shape[-1] == k_len:
             bias = bias[..., first:last]
-        outs.append(_attend(query.backend, q[:, :, start:stop, :], k[:, :, first:last, :], v[:, :, first:last, :],
-                            visible, (masked[0] - first, masked[1] - first), bias, scale))
+        parts = []
+        for b0 in range(0, batch, batch_rows):
+            b1 = min(batch, b0 + batch_rows)
+            parts.append(_attend(query.backend, q[b0:b1, :, start:stop, :], k[b0:b1, :, first:last, :],
+                                 v[b0:b1, :, first:last, :], _batch(visible, b0, b1, batch),
+                                 (masked[0] - first, masked[1] - first), _batch(bias, b0, b1, batch), scale))
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+    outs = query.backend.map_blocks(block, range(0, q_len, rows))  # independent: on every core
     out = outs[0] if len(outs) == 1 else xp.concat(outs, axis=2)
     return query.with_array(out)
 
 
-#: Scores (``batch * heads * query rows * keys``) one block of queries may produce at most.
-SCORES_PER_BLOCK = 2**22
-#: Query rows per block whatever the budget: fewer would make the matrix products inefficient.
+#: Scores (``batch rows * heads * query rows * keys``) one block may produce at most: 4 MB.
+SCORES_PER_BLOCK = 2**20
+#: Query rows per block at most (and at least, whatever the budget: fewer would make the
+#: matrix products inefficient).
+QUERY_BLOCK = 128
 MIN_QUERY_BLOCK = 16
+
+
+def _batch(mask, start: int, stop: int, batch: int):
+    """Batch rows ``[start, stop)`` of a mask broadcastable to ``(B, H, Lq, Lk)``."""
+    if mask is None or mask.ndim < 4 or mask.shape[0] != batch or stop - start == batch:
+        return mask
+    return mask[start:stop, ...]
 
 
 def _key_spans(xp, visible):
@@ -176,10 +195,12 @@ def _attend(backend, q, k, v, visible, masked, bias, scale):
 
     ``visible`` covers the keys ``masked = (lo, hi)``; the others are all visible.
 
-    The block's scores are laid out keys first, ``(B, Hkv, Lk, G, Lq)``: the query heads
-    that share a key/value head (grouped-query attention) and the block's queries form the
-    columns of one matrix product ``k @ q^T`` per key/value head, long in the keys and short
-    in the head dimension, the shape BLAS runs fastest (about twice ``q @ k^T`` here). The
+    The query heads that share a key/value head (grouped-query attention) and the block's
+    queries form one matrix per key/value head, multiplied with its keys in one product.
+    A large block (a prefill) lays its scores out keys first, ``(B, Hkv, Lk, G, Lq)``, from
+    ``k @ q^T``: long in the keys and short in the head dimension, the shape BLAS runs
+    fastest (about twice ``q @ k^T`` on prefill blocks). A decode step's few rows keep the
+    queries first, ``(B, Hq, Lq, Lk)``, where the softmax's reductions run along memory. The
     scale goes into the queries (``Lq x D`` values, not ``Lq x Lk``) and the softmax's
     division into the output (``Lq x Dv``); the exponential reuses the scores' memory.
     """
@@ -188,19 +209,31 @@ def _attend(backend, q, k, v, visible, masked, bias, scale):
     kv_heads, k_len = k.shape[1], k.shape[2]
     group = q_heads // kv_heads
     qg = xp.reshape(q * scale, (batch, kv_heads, group * q_len, dim))
-    scores = xp.reshape(k @ xp.matrix_transpose(qg), (batch, kv_heads, k_len, group, q_len))
+    if group * q_len >= KEYS_FIRST_ROWS:
+        scores, axis = xp.reshape(k @ xp.matrix_transpose(qg), (batch, kv_heads, k_len, group, q_len)), 2
+        bias = None if bias is None else _keys_first(xp, bias, kv_heads, group)
+        visible = None if visible is None else _keys_first(xp, visible, kv_heads, group)
+    else:
+        scores, axis = xp.reshape(qg @ xp.matrix_transpose(k), (batch, q_heads, q_len, k_len)), 3
     if bias is not None:
-        scores = scores + _keys_first(xp, bias, kv_heads, group)
+        scores = scores + bias
     lo, hi = masked
     if visible is not None and hi > lo:
-        scores[:, :, lo:hi, ...] = xp.where(_keys_first(xp, visible, kv_heads, group), scores[:, :, lo:hi, ...],
-                                            xp.asarray(-math.inf, dtype=scores.dtype))
-    peak = xp.max(scores, axis=2, keepdims=True)
+        keys = (slice(None),) * axis + (slice(lo, hi), ...)
+        scores[keys] = xp.where(visible, scores[keys], xp.asarray(-math.inf, dtype=scores.dtype))
+    peak = xp.max(scores, axis=axis, keepdims=True)
     weights = backend.exp_shifted(scores, xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak)))
-    total = xp.sum(weights, axis=2, keepdims=True)
+    total = xp.sum(weights, axis=axis, keepdims=True)
     total = xp.reshape(xp.where(total > 0, total, xp.ones_like(total)), (batch, q_heads, q_len, 1))
-    weights = xp.matrix_transpose(xp.reshape(weights, (batch, kv_heads, k_len, group * q_len)))
+    if axis == 2:
+        weights = xp.matrix_transpose(xp.reshape(weights, (batch, kv_heads, k_len, group * q_len)))
+    else:
+        weights = xp.reshape(weights, (batch, kv_heads, group * q_len, k_len))
     return xp.reshape(weights @ v, (batch, q_heads, q_len, v.shape[-1])) / total
+
+
+#: Query rows per key/value head (``G * Lq``) from which a block's scores are laid out keys first.
+KEYS_FIRST_ROWS = 64
 
 
 def _keys_first(xp, mask, kv_heads: int, group: int):

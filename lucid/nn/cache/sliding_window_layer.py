@@ -225,7 +225,7 @@ class SlidingWindowLayer(CacheLayer):
         lo, hi = max(sinks, n - self.window + 1), max(sinks, n)
         if lo < hi:
             parts.append(self._ring(ring, lo, hi))
-        parts.append(x[..., max(sinks, n) - n:, :])
+        parts.append(x[..., min(end, max(sinks, n)) - n:, :])  # nothing past the sinks: an empty slice
         return xp.concat(parts, axis=-2)
 
     def _allocate(self, spec: Spec):
