@@ -35,8 +35,8 @@ class NumpyBackend(Backend):
         # each core its own block. BLAS runs one thread per call meanwhile, so that the cores
         # are not oversubscribed (a BLAS call spreading over every core from every thread).
         blocks = list(blocks)
-        pool = _pool()
-        if len(blocks) < 2 or pool is None:
+        pool = _pool() if len(blocks) > 1 else None
+        if pool is None:
             return [fn(block) for block in blocks]
         with _blas_threads().limit(limits=1, user_api="blas"):
             return list(pool.map(fn, blocks))

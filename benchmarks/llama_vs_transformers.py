@@ -9,8 +9,8 @@ row decodes ``--new-tokens`` greedy tokens after a prompt (prefill included) wit
 (``generate`` with a DynamicKVCache, NumPy backend) and with transformers (``generate``,
 ``do_sample=False``, torch CPU), both on the same number of threads; tokens/s counts every
 batch row; the figure is the median of ``--repeats``. ``--profile`` prints where lucid's time
-goes (cProfile, grouped into matrix products, attention, the cache and the rest) for the
-largest row.
+goes (cProfile, grouped into attention, the rest of the layers, the cache and the
+generation loop) for the largest row, and the same row's prefill time for both libraries.
 """
 from __future__ import annotations
 
@@ -37,19 +37,25 @@ def build_checkpoint(directory, torch, transformers):
 
 
 def profile_groups(run) -> dict:
-    """Seconds of ``run`` by where they went."""
+    """Wall seconds of ``run`` by where they went, from the cumulative times of the calls that
+    own each part (blocks of work run on worker threads, which cProfile does not see: the call
+    that waits for them does)."""
     profiler = cProfile.Profile()
     profiler.runcall(run)
     stats = pstats.Stats(profiler).stats
-    groups = {"attention (scores, softmax, weights)": 0.0, "linear layers and norms": 0.0, "the cache": 0.0}
-    for (filename, _, _), (_, _, inline, _, _) in stats.items():
-        if "functional.py" in filename:
-            groups["attention (scores, softmax, weights)"] += inline
-        elif "llama.py" in filename:
-            groups["linear layers and norms"] += inline
-        elif "/nn/cache/" in filename:
-            groups["the cache"] += inline
-    total = sum(inline for (_, _, inline, _, _) in stats.values())
+    total = max(cumulative for (_, _, _, cumulative, _) in stats.values())
+
+    def seconds(file_part, function, field=3):
+        return sum(row[field] for (filename, _, name), row in stats.items()
+                   if file_part in filename and name == function)
+
+    groups = {
+        "attention (masks, scores, softmax, weights)": seconds("functional.py", "scaled_dot_product_attention")
+        + seconds("functional.py", "attention_mask"),
+        "the rest of the layers (norms, projections, rotary embedding, MLP)": seconds("llama.py", "_by_tokens")
+        + seconds("llama.py", "forward", field=2),
+        "the cache (update, key positions)": seconds("kv_cache.py", "update") + seconds("kv_cache.py", "key_positions"),
+    }
     groups["everything else (generation loop, host work)"] = total - sum(groups.values())
     return groups
 
@@ -94,6 +100,11 @@ def main(argv=None):
         print(f"\nwhere lucid's time goes (batch {largest.shape[0]}, prompt {largest.shape[1]}, cProfile):")
         for name, seconds in groups.items():
             print(f"- {name}: {seconds:.2f} s ({seconds / total:.0%})")
+        ours = median_seconds(lambda: generate(model, largest, 1, cache="dynamic"), args.repeats)
+        with torch.no_grad():
+            theirs = median_seconds(lambda: reference.generate(torch.tensor(largest), do_sample=False, max_new_tokens=1),
+                                    args.repeats)
+        print(f"prefill alone (the prompt and one token): lucid {ours * 1e3:.0f} ms, transformers {theirs * 1e3:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -73,3 +73,22 @@ def test_text_in_text_out_with_the_checkpoints_tokenizer(tmp_path, capsys):
                       "--requests", "1"]) == 0
     out = capsys.readouterr().out
     assert "text: 'w1 w2 w3' -> 'w" in out
+
+
+def test_token_blocks_give_the_same_logits_and_cache(backend_name, monkeypatch):
+    """A long input runs the token-by-token parts of each layer in blocks (several at once on
+    NumPy): any block size gives the same logits and the same cache as one block."""
+    from lucid.models import LlamaConfig, LlamaModel, llama
+
+    model = LlamaModel.random(LlamaConfig(num_layers=2, layer_types=("sliding", "full"), sliding_window=5,
+                                          sink_tokens=1))
+    ids = np.random.default_rng(5).integers(0, 256, size=(3, 11))
+    whole, whole_cache = model.forward(ids, cache=nn.DynamicKVCache()).numpy(), None
+    for tokens in (1, 4, 7):
+        monkeypatch.setattr(llama, "TOKENS_PER_BLOCK", tokens)  # blocks of 1, 2 and 3 positions x 3 rows
+        cache = nn.DynamicKVCache()
+        np.testing.assert_allclose(model.forward(ids, cache=cache).numpy(), whole, rtol=1e-5, atol=1e-5)
+        keys = cache.get(1)[0].numpy()
+        if whole_cache is not None:
+            np.testing.assert_allclose(keys, whole_cache, rtol=1e-5, atol=1e-5)
+        whole_cache = keys

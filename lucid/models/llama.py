@@ -273,11 +273,13 @@ class LlamaModel:
         cos, sin = xp.cos(angles), xp.sin(angles)
         x = xp.take(self.embed.array, backend.from_host(ids.reshape(-1)), axis=0)
         x = xp.reshape(x, (batch, length, c.hidden_size))
+        # Everything but attention works token by token: a long input goes through it in
+        # blocks of tokens, which the backend may run at once (the NumPy backend: one per core).
+        step = max(1, -(-TOKENS_PER_BLOCK // batch))
+        blocks = [(t, min(length, t + step)) for t in range(0, length, step)]
         for layer_idx, w in enumerate(self.layers):
-            h = self._rms(x, w["norm1"].array)
-            q = self._heads(self._linear(h, w["q"], w["q_bias"]), c.num_heads, cos, sin)
-            k = self._heads(self._linear(h, w["k"], w["k_bias"]), c.num_kv_heads, cos, sin)
-            v = self._heads(self._linear(h, w["v"], w["v_bias"]), c.num_kv_heads)
+            q, k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, :],
+                                                                           sin[t0:t1, :]), axis=2)
             k_t, v_t = Tensor.wrap(k, backend), Tensor.wrap(v, backend)
             key_positions = positions
             if cache is not None:
@@ -289,21 +291,44 @@ class LlamaModel:
                                   sink_tokens=c.sink_tokens if sliding else 0)
             attn = scaled_dot_product_attention(Tensor.wrap(q, backend), k_t, v_t, attn_mask=mask).array
             attn = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (batch, length, c.num_heads * c.head_dim))
-            x = x + self._linear(attn, w["o"], w["o_bias"])
-            h = self._rms(x, w["norm2"].array)
-            gate = self._linear(h, w["gate"], None)
-            x = x + self._linear(gate / (1.0 + xp.exp(-gate)) * self._linear(h, w["up"], None), w["down"], None)
+            x = self._by_tokens(blocks, lambda t0, t1: (self._mlp(x[:, t0:t1, :], attn[:, t0:t1, :], w),), axis=1)[0]
         if 0 < logits_to_keep < length:
             x = x[:, length - logits_to_keep:, :]
         return Tensor.wrap(self._rms(x, self.norm.array) @ self.unembed.array, backend)
 
-    def _linear(self, x, weight: Tensor, bias):
-        # One matrix product over every token: (B, T, in) @ (in, out) would broadcast the
-        # weight and run B products, each reading the whole weight (B matrix-vector products
-        # in a decode step).
+    def _by_tokens(self, blocks, fn, axis: int) -> tuple:
+        """``fn(t0, t1)`` (a tuple of arrays) for each block of tokens, joined along ``axis``."""
+        parts = self.backend.map_blocks(lambda block: fn(*block), blocks)
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(self.backend.xp.concat(list(pieces), axis=axis) for pieces in zip(*parts))
+
+    def _project(self, x, w: dict, cos, sin):
+        """Queries, keys and values ``(B, heads, T, D)`` of the tokens ``x``, rotated."""
+        c = self.config
+        h = self._rms(x, w["norm1"].array)
+        return (self._heads(self._linear(h, w["q"], w["q_bias"]), c.num_heads, cos, sin),
+                self._heads(self._linear(h, w["k"], w["k_bias"]), c.num_kv_heads, cos, sin),
+                self._heads(self._linear(h, w["v"], w["v_bias"]), c.num_kv_heads))
+
+    def _mlp(self, x, attn, w: dict):
+        """The rest of a layer for the tokens ``x``: attention's output projection, then the MLP."""
         xp = self.backend.xp
+        x = x + self._linear(attn, w["o"], w["o_bias"])
+        h = self._rms(x, w["norm2"].array)
+        gate = self._linear(h, w["gate"], None)
+        return x + self._linear(gate / (1.0 + xp.exp(-gate)) * self._linear(h, w["up"], None), w["down"], None)
+
+    def _linear(self, x, weight: Tensor, bias):
         w = weight.array
-        out = xp.reshape(xp.reshape(x, (-1, w.shape[0])) @ w, tuple(x.shape[:-1]) + (w.shape[1],))
+        if x.shape[0] > 1:
+            # One matrix product over every token: (B, T, in) @ (in, out) would broadcast the
+            # weight and run B products, each reading the whole weight (B matrix-vector
+            # products in a decode step).
+            xp = self.backend.xp
+            out = xp.reshape(xp.reshape(x, (-1, w.shape[0])) @ w, tuple(x.shape[:-1]) + (w.shape[1],))
+        else:
+            out = x @ w
         return out if bias is None else out + bias.array
 
     def _rms(self, x, weight):
@@ -319,6 +344,10 @@ class LlamaModel:
         half = self.config.head_dim // 2
         a, b = x[..., :half], x[..., half:]
         return xp.concat([a * cos - b * sin, a * sin + b * cos], axis=-1)
+
+
+#: Tokens (batch rows x positions) per block of the token-by-token parts of a layer.
+TOKENS_PER_BLOCK = 256
 
 
 def load_pretrained(directory) -> LlamaModel:
