@@ -41,6 +41,11 @@ class NumpyBackend(Backend):
         with _blas_threads().limit(limits=1, user_api="blas"):
             return list(pool.map(fn, blocks))
 
+    def parallel_region(self):
+        if _pool() is None:
+            return super().parallel_region()
+        return _blas_threads().limit(limits=1, user_api="blas")
+
     def take_rows(self, src, rows):
         # Fancy indexing reads a strided source in place; np.take copies it contiguous first.
         return src[np.asarray(rows)]

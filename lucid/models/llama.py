@@ -6,6 +6,7 @@ float32 on the active backend. No torch at run time.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pathlib
@@ -277,24 +278,33 @@ class LlamaModel:
         # blocks of tokens, which the backend may run at once (the NumPy backend: one per core).
         step = max(1, -(-TOKENS_PER_BLOCK // batch))
         blocks = [(t, min(length, t + step)) for t in range(0, length, step)]
-        for layer_idx, w in enumerate(self.layers):
-            q, k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, :],
-                                                                           sin[t0:t1, :]), axis=2)
-            k_t, v_t = Tensor.wrap(k, backend), Tensor.wrap(v, backend)
-            key_positions = positions
-            if cache is not None:
-                k_t, v_t = cache.update(k_t, v_t, layer_idx,
-                                        cache_position=host_positions.tolist() if cache_position is None else cache_position)
-                key_positions = cache.key_positions(layer_idx, length)
-            sliding = c.layer_type(layer_idx) == "sliding"
-            mask = attention_mask(positions, key_positions, window=c.sliding_window if sliding else None,
-                                  sink_tokens=c.sink_tokens if sliding else 0)
-            attn = scaled_dot_product_attention(Tensor.wrap(q, backend), k_t, v_t, attn_mask=mask).array
-            attn = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (batch, length, c.num_heads * c.head_dim))
-            x = self._by_tokens(blocks, lambda t0, t1: (self._mlp(x[:, t0:t1, :], attn[:, t0:t1, :], w),), axis=1)[0]
+        written = host_positions.tolist() if cache_position is None else cache_position  # as the caller gave them
+        with backend.parallel_region() if len(blocks) > 1 else contextlib.nullcontext():
+            for layer_idx in range(c.num_layers):
+                x = self._layer(layer_idx, x, blocks, (cos, sin), positions, cache, written)
         if 0 < logits_to_keep < length:
             x = x[:, length - logits_to_keep:, :]
         return Tensor.wrap(self._rms(x, self.norm.array) @ self.unembed.array, backend)
+
+    def _layer(self, layer_idx: int, x, blocks, rotary, positions: Tensor, cache, written):
+        """Decoder layer ``layer_idx`` over the tokens ``x`` ``(B, T, hidden)`` at ``positions``
+        (written to ``cache``, if any, at ``written``)."""
+        backend, xp, c, w = self.backend, self.backend.xp, self.config, self.layers[layer_idx]
+        batch, length = x.shape[0], x.shape[1]
+        cos, sin = rotary
+        q, k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, :],
+                                                                       sin[t0:t1, :]), axis=2)
+        k_t, v_t = Tensor.wrap(k, backend), Tensor.wrap(v, backend)
+        key_positions = positions
+        if cache is not None:
+            k_t, v_t = cache.update(k_t, v_t, layer_idx, cache_position=written)
+            key_positions = cache.key_positions(layer_idx, length)
+        sliding = c.layer_type(layer_idx) == "sliding"
+        mask = attention_mask(positions, key_positions, window=c.sliding_window if sliding else None,
+                              sink_tokens=c.sink_tokens if sliding else 0)
+        attn = scaled_dot_product_attention(Tensor.wrap(q, backend), k_t, v_t, attn_mask=mask).array
+        attn = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (batch, length, c.num_heads * c.head_dim))
+        return self._by_tokens(blocks, lambda t0, t1: (self._mlp(x[:, t0:t1, :], attn[:, t0:t1, :], w),), axis=1)[0]
 
     def _by_tokens(self, blocks, fn, axis: int) -> tuple:
         """``fn(t0, t1)`` (a tuple of arrays) for each block of tokens, joined along ``axis``."""

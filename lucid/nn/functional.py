@@ -123,31 +123,34 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
     # (a causal prefill skips the future, a sliding window the distant past) and masks only
     # the keys its rows disagree on.
     per_row = q_heads * k_len
-    rows = min(q_len, max(MIN_QUERY_BLOCK, min(QUERY_BLOCK, SCORES_PER_BLOCK // per_row)))
-    batch_rows = min(batch, max(1, SCORES_PER_BLOCK // (per_row * rows)))
+    # Two blocks at least once there is enough work, so that two cores can share it.
+    budget = min(SCORES_PER_BLOCK, max(SPLIT_FROM, batch * per_row * q_len // 2))
+    rows = min(q_len, max(MIN_QUERY_BLOCK, min(QUERY_BLOCK, budget // per_row)))
+    batch_rows = min(batch, max(1, budget // (per_row * rows)))
 
-    def block(start):
-        stop = min(q_len, start + rows)
+    def block(task):
+        start, b0 = task
+        stop, b1 = min(q_len, start + rows), min(batch, b0 + batch_rows)
         visible = _rows(allowed, start, stop, q_len)
         if is_causal:
             causal = xp.arange(k_len)[None, :] <= (xp.arange(start, stop)[:, None] + (k_len - q_len))
             visible = causal if visible is None else (visible & causal)
         first, last, masked = 0, k_len, (0, k_len)
         if visible is not None and q_len > rows and visible.shape[-1] == k_len:
-            first, last, masked = _key_spans(xp, visible)
+            first, last, masked = _key_spans(xp, _batch(visible, b0, b1, batch))
             visible = visible[..., masked[0]:masked[1]]
         bias = _rows(additive, start, stop, q_len)
         if bias is not None and bias.shape[-1] == k_len:
             bias = bias[..., first:last]
-        parts = []
-        for b0 in range(0, batch, batch_rows):
-            b1 = min(batch, b0 + batch_rows)
-            parts.append(_attend(query.backend, q[b0:b1, :, start:stop, :], k[b0:b1, :, first:last, :],
-                                 v[b0:b1, :, first:last, :], _batch(visible, b0, b1, batch),
-                                 (masked[0] - first, masked[1] - first), _batch(bias, b0, b1, batch), scale))
-        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+        return _attend(query.backend, q[b0:b1, :, start:stop, :], k[b0:b1, :, first:last, :],
+                       v[b0:b1, :, first:last, :], _batch(visible, b0, b1, batch),
+                       (masked[0] - first, masked[1] - first), _batch(bias, b0, b1, batch), scale)
 
-    outs = query.backend.map_blocks(block, range(0, q_len, rows))  # independent: on every core
+    batches = range(0, batch, batch_rows)
+    # Independent blocks: the backend may run them at once (NumPy: one per core).
+    outs = query.backend.map_blocks(block, [(start, b0) for start in range(0, q_len, rows) for b0 in batches])
+    if len(batches) > 1:
+        outs = [xp.concat(outs[i:i + len(batches)], axis=0) for i in range(0, len(outs), len(batches))]
     out = outs[0] if len(outs) == 1 else xp.concat(outs, axis=2)
     return query.with_array(out)
 
@@ -158,6 +161,8 @@ SCORES_PER_BLOCK = 2**20
 #: matrix products inefficient).
 QUERY_BLOCK = 128
 MIN_QUERY_BLOCK = 16
+#: Scores below which attention stays one block.
+SPLIT_FROM = 2**17
 
 
 def _batch(mask, start: int, stop: int, batch: int):
