@@ -209,3 +209,21 @@ def test_a_forked_child_gets_its_own_worker_threads(monkeypatch):
         child.kill()
     assert child.exitcode == 0
     np.testing.assert_array_equal(got, want)
+
+
+def test_numpy_parallel_region_holds_blas_at_one_thread_and_restores_it():
+    from threadpoolctl import threadpool_info
+
+    numpy = backends.load_backend("numpy")
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    with numpy.parallel_region():
+        inside = blas_threads()
+        assert numpy.map_blocks(lambda b: b + 1, [1, 2, 3]) == [2, 3, 4]
+        assert blas_threads() == inside  # a map_blocks inside leaves the region's limit in place
+    assert blas_threads() == before
+    if os.cpu_count() > 1:
+        assert inside == [1] * len(before)
