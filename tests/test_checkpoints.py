@@ -92,3 +92,13 @@ def test_token_blocks_give_the_same_logits_and_cache(backend_name, monkeypatch):
         if whole_cache is not None:
             np.testing.assert_allclose(keys, whole_cache, rtol=1e-5, atol=1e-5)
         whole_cache = keys
+
+
+def test_weights_in_memory_missing_a_tensor_are_named():
+    from lucid.models import LlamaConfig, LlamaModel
+    from lucid.models.llama import random_weights
+
+    weights = random_weights(LlamaConfig())
+    del weights["model.layers.1.self_attn.o_proj.weight"]
+    with pytest.raises(ValueError, match="model.layers.1.self_attn.o_proj.weight"):
+        LlamaModel(LlamaConfig(), weights)

@@ -223,6 +223,10 @@ class LlamaModel:
 
         def tensor(name, transpose=False):
             host = weights.get(name)
+            if host is None:
+                raise ValueError(f"weights: no tensor {name!r}; a {config.architecture} needs the names "
+                                 "transformers gives its tensors")
+            host = np.asarray(host, dtype=np.float32)
             return Tensor.wrap(backend.from_host(np.ascontiguousarray(host.T if transpose else host)), backend)
 
         def maybe(name, transpose=False):
