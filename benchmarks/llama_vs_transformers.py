@@ -8,9 +8,10 @@ heads of 32, vocabulary 2048, float32) with ``save_pretrained``; lucid loads tho
 row decodes ``--new-tokens`` greedy tokens after a prompt (prefill included) with lucid
 (``generate`` with a DynamicKVCache, NumPy backend) and with transformers (``generate``,
 ``do_sample=False``, torch CPU), both on the same number of threads; tokens/s counts every
-batch row; the figure is the median of ``--repeats``. ``--profile`` prints where lucid's time
-goes (cProfile, grouped into attention, the rest of the layers, the cache and the
-generation loop) for the largest row, and the same row's prefill time for both libraries.
+batch row; the figure is the median of ``--repeats`` calls, lucid's and transformers' taken
+in turns. ``--profile`` prints where lucid's time goes (cProfile, grouped into attention, the
+rest of the layers, the cache and the generation loop) for the largest row, and the same
+row's prefill time for both libraries.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pstats
 import tempfile
 
 import numpy as np
-from timing import median_seconds
+from timing import interleaved_medians
 
 
 def build_checkpoint(directory, torch, transformers):
@@ -34,6 +35,16 @@ def build_checkpoint(directory, torch, transformers):
     model.save_pretrained(directory)
     return model
 
+
+
+def side_by_side(torch, ours, theirs, repeats: int):
+    """Median seconds of lucid's and transformers' runs, taken in turns."""
+    def theirs_without_grad():
+        with torch.no_grad():
+            theirs()
+
+    times = interleaved_medians({"lucid": ours, "transformers": theirs_without_grad}, repeats)
+    return times["lucid"], times["transformers"]
 
 
 def profile_groups(run) -> dict:
@@ -86,9 +97,8 @@ def main(argv=None):
     for batch in (1, 8):
         for prompt_len in (128, 1024):
             prompt = rng.integers(1, 2048, size=(batch, prompt_len))
-            ours = median_seconds(lambda p=prompt: generate(model, p, args.new_tokens, cache="dynamic"), args.repeats)
-            with torch.no_grad():
-                theirs = median_seconds(lambda p=prompt: reference.generate(torch.tensor(p), do_sample=False,
+            ours, theirs = side_by_side(torch, lambda p=prompt: generate(model, p, args.new_tokens, cache="dynamic"),
+                                        lambda p=prompt: reference.generate(torch.tensor(p), do_sample=False,
                                                                             max_new_tokens=args.new_tokens),
                                         args.repeats)
             tokens = batch * args.new_tokens
@@ -100,9 +110,8 @@ def main(argv=None):
         print(f"\nwhere lucid's time goes (batch {largest.shape[0]}, prompt {largest.shape[1]}, cProfile):")
         for name, seconds in groups.items():
             print(f"- {name}: {seconds:.2f} s ({seconds / total:.0%})")
-        ours = median_seconds(lambda: generate(model, largest, 1, cache="dynamic"), args.repeats)
-        with torch.no_grad():
-            theirs = median_seconds(lambda: reference.generate(torch.tensor(largest), do_sample=False, max_new_tokens=1),
+        ours, theirs = side_by_side(torch, lambda: generate(model, largest, 1, cache="dynamic"),
+                                    lambda: reference.generate(torch.tensor(largest), do_sample=False, max_new_tokens=1),
                                     args.repeats)
         print(f"prefill alone (the prompt and one token): lucid {ours * 1e3:.0f} ms, transformers {theirs * 1e3:.0f} ms")
 
