@@ -34,17 +34,19 @@ class NumpyBackend(Backend):
         # NumPy runs one operation on one core, but releases the GIL inside it: threads give
         # each core its own block. BLAS runs one thread per call meanwhile, so that the cores
         # are not oversubscribed (a BLAS call spreading over every core from every thread).
+        # A block that maps blocks of its own runs them itself: waiting on the pool from
+        # inside it could leave every worker waiting.
         blocks = list(blocks)
-        pool = _pool() if len(blocks) > 1 else None
+        pool = _pool() if len(blocks) > 1 and not getattr(_worker, "in_pool", False) else None
         if pool is None:
             return [fn(block) for block in blocks]
-        with _blas_threads().limit(limits=1, user_api="blas"):
+        with _one_blas_thread():
             return list(pool.map(fn, blocks))
 
     def parallel_region(self):
         if _pool() is None:
             return super().parallel_region()
-        return _blas_threads().limit(limits=1, user_api="blas")
+        return _one_blas_thread()
 
     def take_rows(self, src, rows):
         # Fancy indexing reads a strided source in place; np.take copies it contiguous first.
@@ -60,6 +62,7 @@ class NumpyBackend(Backend):
 
 _lazy = {}
 _lazy_lock = threading.Lock()
+_worker = threading.local()
 
 
 def _forget_after_fork() -> None:
@@ -72,23 +75,52 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+def _mark_worker() -> None:
+    _worker.in_pool = True
+
+
 def _pool():
     """One thread per core, shared and made on first use; ``None`` on a single core."""
     with _lazy_lock:
         if "pool" not in _lazy:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            _lazy["pool"] = ThreadPoolExecutor(cores, thread_name_prefix="lucid-blocks") if cores > 1 else None
+            _lazy["pool"] = (ThreadPoolExecutor(cores, thread_name_prefix="lucid-blocks", initializer=_mark_worker)
+                             if cores > 1 else None)
         return _lazy["pool"]
 
 
-def _blas_threads():
-    """threadpoolctl's view of the BLAS libraries loaded in this process (found once)."""
+def _one_blas_thread():
+    """The process's one-BLAS-thread context (made on first use)."""
     with _lazy_lock:
         if "blas" not in _lazy:
-            from threadpoolctl import ThreadpoolController
-
-            _lazy["blas"] = ThreadpoolController()
+            _lazy["blas"] = _OneBlasThread()
         return _lazy["blas"]
+
+
+class _OneBlasThread:
+    """BLAS at one thread per call while anyone is inside; counted, so that callers in several
+    threads whose stays overlap restore the setting once, when the last one leaves (nested
+    threadpoolctl limits would each restore what they found, the first to leave too early)."""
+
+    def __init__(self):
+        from threadpoolctl import ThreadpoolController
+
+        self._controller = ThreadpoolController()
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._limit = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._inside == 0:
+                self._limit = self._controller.limit(limits=1, user_api="blas")
+            self._inside += 1
+
+    def __exit__(self, *exc_info):
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0:
+                self._limit.restore_original_limits()
 
 
 def load() -> Backend:

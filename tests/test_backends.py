@@ -227,3 +227,32 @@ def test_numpy_parallel_region_holds_blas_at_one_thread_and_restores_it():
     assert blas_threads() == before
     if len(os.sched_getaffinity(0)) > 1:  # with one core there is no pool and nothing to limit
         assert inside == [1] * len(before)
+
+
+def test_overlapping_parallel_regions_restore_blas_once_when_the_last_leaves():
+    """Two callers whose stays overlap (A enters, B enters, A leaves, B leaves), as two threads
+    would: BLAS stays limited until B leaves, then is back. Nested threadpoolctl limits would
+    restore the original when A leaves, under B's feet."""
+    from threadpoolctl import threadpool_info
+
+    numpy = backends.load_backend("numpy")
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    a, b = numpy.parallel_region(), numpy.parallel_region()
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    while_b_stays = blas_threads()
+    b.__exit__(None, None, None)
+    assert blas_threads() == before
+    if len(os.sched_getaffinity(0)) > 1:
+        assert while_b_stays == [1] * len(before)
+
+
+def test_blocks_mapped_from_inside_a_block_run_without_waiting_on_the_pool():
+    numpy = backends.load_backend("numpy")
+    out = numpy.map_blocks(lambda outer: numpy.map_blocks(lambda inner: outer * 10 + inner, range(3)), range(4))
+    assert out == [[10 * o + i for i in range(3)] for o in range(4)]
