@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -151,7 +153,7 @@ class Backend:
         return self.xp.take(src, self.xp.asarray(rows), axis=0)
 
     # -- running independent pieces of work -----------------------------------
-    def map_blocks(self, fn, blocks) -> list:
+    def map_blocks(self, fn: Callable[[Any], Any], blocks: Iterable) -> list:
         """``[fn(b) for b in blocks]``; backends may run the calls concurrently.
 
         ``fn`` must be safe to call from several threads at once on different blocks (it
@@ -166,7 +168,7 @@ class Backend:
         """
         return [fn(block) for block in blocks]
 
-    def parallel_region(self):
+    def parallel_region(self) -> contextlib.AbstractContextManager:
         """A context for a stretch of work done mostly through :meth:`map_blocks`.
 
         On NumPy, BLAS stays at one thread per call for the whole stretch, not only inside
