@@ -80,13 +80,25 @@ def _mark_worker() -> None:
 
 
 def _pool():
-    """One thread per core, shared and made on first use; ``None`` on a single core."""
+    """One thread per core (or ``LUCID_NUM_THREADS``), shared and made on first use; ``None``
+    for a single thread."""
     with _lazy_lock:
         if "pool" not in _lazy:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            _lazy["pool"] = (ThreadPoolExecutor(cores, thread_name_prefix="lucid-blocks", initializer=_mark_worker)
-                             if cores > 1 else None)
+            threads = _threads_wanted()
+            _lazy["pool"] = (ThreadPoolExecutor(threads, thread_name_prefix="lucid-blocks", initializer=_mark_worker)
+                             if threads > 1 else None)
         return _lazy["pool"]
+
+
+def _threads_wanted() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    setting = os.environ.get("LUCID_NUM_THREADS", "").strip()
+    if not setting:
+        return cores
+    if not setting.isdigit() or int(setting) < 1:
+        raise ValueError(f"LUCID_NUM_THREADS must be a whole number of threads >= 1 (1: no worker threads), "
+                         f"got {setting!r}")
+    return int(setting)
 
 
 def _one_blas_thread():

@@ -256,3 +256,25 @@ def test_blocks_mapped_from_inside_a_block_run_without_waiting_on_the_pool():
     numpy = backends.load_backend("numpy")
     out = numpy.map_blocks(lambda outer: numpy.map_blocks(lambda inner: outer * 10 + inner, range(3)), range(4))
     assert out == [[10 * o + i for i in range(3)] for o in range(4)]
+
+
+@pytest.mark.parametrize("setting, expect", [("1", "sequential"), ("3", "3 workers"), ("zero", "ValueError")])
+def test_lucid_num_threads_sets_the_pool(setting, expect):
+    code = (
+        "import threading, time, numpy as np, backends\n"
+        "b = backends.load_backend('numpy')\n"
+        "def name(i):\n"
+        "    time.sleep(0.05)  # long enough that every worker gets a block\n"
+        "    return threading.current_thread().name\n"
+        "try:\n"
+        "    names = b.map_blocks(name, range(12))\n"
+        "except ValueError as e:\n"
+        "    print('ValueError', e); raise SystemExit\n"
+        "workers = {n for n in names if n.startswith('lucid-blocks')}\n"
+        "print('sequential' if not workers else f'{len(workers)} workers')\n"
+    )
+    out = run_python(code, LUCID_NUM_THREADS=setting)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(expect)
+    if expect == "ValueError":
+        assert "LUCID_NUM_THREADS" in out.stdout and "'zero'" in out.stdout
