@@ -159,11 +159,16 @@ def test_host_round_trip_and_synchronize():
     assert backends.backend_of([1, 2]) is None
 
 
-def test_numpy_map_blocks_runs_every_block_and_leaves_blas_threads_as_they_were():
+def blas_threads():
+    """Threads per call of each BLAS library loaded in this process."""
     from threadpoolctl import threadpool_info
 
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_numpy_map_blocks_runs_every_block_and_leaves_blas_threads_as_they_were():
     numpy = backends.load_backend("numpy")
-    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    before = blas_threads()
     seen = []
 
     def square(block):
@@ -173,7 +178,7 @@ def test_numpy_map_blocks_runs_every_block_and_leaves_blas_threads_as_they_were(
     out = numpy.map_blocks(square, range(6))
     assert [float(o[0, 0]) for o in out] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # in order
     assert len(seen) == 6
-    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+    assert blas_threads() == before
 
 
 def _blocked_attention_in_child(queue):
@@ -212,13 +217,7 @@ def test_a_forked_child_gets_its_own_worker_threads(monkeypatch):
 
 
 def test_numpy_parallel_region_holds_blas_at_one_thread_and_restores_it():
-    from threadpoolctl import threadpool_info
-
     numpy = backends.load_backend("numpy")
-
-    def blas_threads():
-        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
-
     before = blas_threads()
     with numpy.parallel_region():
         inside = blas_threads()
@@ -233,13 +232,7 @@ def test_overlapping_parallel_regions_restore_blas_once_when_the_last_leaves():
     """Two callers whose stays overlap (A enters, B enters, A leaves, B leaves), as two threads
     would: BLAS stays limited until B leaves, then is back. Nested threadpoolctl limits would
     restore the original when A leaves, under B's feet."""
-    from threadpoolctl import threadpool_info
-
     numpy = backends.load_backend("numpy")
-
-    def blas_threads():
-        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
-
     before = blas_threads()
     a, b = numpy.parallel_region(), numpy.parallel_region()
     a.__enter__()

@@ -236,18 +236,8 @@ class KVCache(Cache):
                 f"the {total / 2**30:,.1f} GiB of memory on this {written[0].backend.device}"
             )
 
+    # The batch operations and crop prepare every written layer, then commit them all.
     def prepare_select(self, indices, name: str = "indices") -> Callable[[], None]:
-        """Check ``indices`` and prepare every written layer to keep those rows; return the commit.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> cache = nn.DynamicKVCache()
-        >>> _ = cache.update(lucid.randn(2, 1, 1, 4), lucid.randn(2, 1, 1, 4), 0)
-        >>> commit = cache.prepare_select([0, 0, 1])
-        >>> commit(); cache.batch_size()
-        3
-        """
         rows = parse_batch_indices(indices, name, self.batch_size())
         if self.batch_size() is None:
             return commit_all([])
@@ -255,17 +245,6 @@ class KVCache(Cache):
         return commit_all([layer.prepare_select(rows) for layer in self._written()])
 
     def prepare_repeat(self, repeats: int) -> Callable[[], None]:
-        """Check ``repeats`` and prepare every written layer to repeat each row; return the commit.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> cache = nn.DynamicKVCache()
-        >>> _ = cache.update(lucid.randn(2, 1, 1, 4), lucid.randn(2, 1, 1, 4), 0)
-        >>> commit = cache.prepare_repeat(3)
-        >>> commit(); cache.batch_size()
-        6
-        """
         repeats = check_int(repeats, "repeats", minimum=1)
         batch = self.batch_size()
         if batch is None:
@@ -275,32 +254,11 @@ class KVCache(Cache):
         return commit_all([layer.prepare_select(rows) for layer in self._written()])
 
     def prepare_crop(self, max_length: int) -> Callable[[], None]:
-        """Check ``max_length`` and prepare every layer to keep its latest positions; return the commit.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> cache = nn.DynamicKVCache()
-        >>> _ = cache.update(lucid.randn(1, 1, 5, 4), lucid.randn(1, 1, 5, 4), 0)
-        >>> commit = cache.prepare_crop(3)
-        >>> commit(); cache.get_seq_length(0)
-        3
-        """
         max_length = check_int(max_length, "max_length")
         return commit_all([layer.prepare_crop(max_length) for layer in self._written()])
 
     def reset(self) -> None:
-        """Make every layer never-written (``get`` answers ``None`` again); each layer's policy
-        decides what it keeps.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> cache = nn.DynamicKVCache()
-        >>> _ = cache.update(lucid.randn(1, 1, 1, 2), lucid.randn(1, 1, 1, 2), 0)
-        >>> cache.reset(); cache.get(0) is None
-        True
-        """
+        # Each layer's policy decides what it keeps (a static layer keeps its buffers).
         for layer in self.layers:
             layer.reset()
 
