@@ -29,9 +29,10 @@ class CupyBackend(Backend):
         # One gather kernel instead of a launch per row.
         dst[...] = self._cupy.take(src, self._cupy.asarray(rows), axis=0)
 
-    def exp_shifted(self, x, shift):
-        self._cupy.subtract(x, shift, out=x)
-        return self._cupy.exp(x, out=x)
+    def exp2_shifted(self, x, shift=None):
+        if shift is not None:
+            self._cupy.subtract(x, shift, out=x)
+        return self._cupy.exp2(x, out=x)
 
     def scatter(self, buf, values, positions, lo, hi):
         fancy_scatter(self._cupy, buf, values, positions)

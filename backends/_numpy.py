@@ -52,9 +52,10 @@ class NumpyBackend(Backend):
         # Fancy indexing reads a strided source in place; np.take copies it contiguous first.
         return src[np.asarray(rows)]
 
-    def exp_shifted(self, x, shift):
-        np.subtract(x, shift, out=x)
-        return np.exp(x, out=x)
+    def exp2_shifted(self, x, shift=None):
+        if shift is not None:
+            np.subtract(x, shift, out=x)
+        return np.exp2(x, out=x)
 
     def scatter(self, buf, values, positions, lo, hi):
         fancy_scatter(np, buf, values, positions)

@@ -186,20 +186,22 @@ class Backend:
         return contextlib.nullcontext()
 
     # -- arithmetic ---------------------------------------------------------
-    def exp_shifted(self, x, shift):
-        """``exp(x - shift)``, reusing ``x``'s memory where the library can (``x`` is consumed).
+    def exp2_shifted(self, x, shift=None):
+        """``2 ** (x - shift)`` (``2 ** x`` when ``shift`` is None), reusing ``x``'s memory where
+        the library can (``x`` is consumed).
 
-        Softmax's numerator over a block of attention scores: computed in place, it saves two
-        passes over the block and the memory of two temporaries.
+        Softmax's numerator over a block of attention scores kept in base 2 (``exp2`` is the
+        faster exponential in NumPy and CuPy): computed in place, it saves passes over the
+        block and the memory of temporaries.
 
         Examples
         --------
         >>> import backends
         >>> b = backends.load_backend("array_api_strict")
-        >>> b.to_host(b.exp_shifted(b.xp.asarray([1.0, 2.0]), b.xp.asarray(2.0))).tolist()
-        [0.36787944117144233, 1.0]
+        >>> b.to_host(b.exp2_shifted(b.xp.asarray([1.0, 3.0]), b.xp.asarray(3.0))).tolist()
+        [0.25, 1.0]
         """
-        return self.xp.exp(x - shift)
+        return self.xp.pow(2.0, x if shift is None else x - shift)
 
     # -- writing tokens at positions -------------------------------------
     def scatter(self, buf, values, positions, lo: int, hi: int) -> None:

@@ -41,12 +41,16 @@ def data(q_heads=4, kv_heads=2, q_len=3, k_len=5, dim=8, dv=6):
             rng.standard_normal((2, kv_heads, k_len, dv)).astype(np.float32))
 
 
-@pytest.fixture(params=["queries first", "keys first"])
+@pytest.fixture(params=["queries first", "keys first", "keys first, always shifted"])
 def layout(request, monkeypatch):
-    """Both layouts of a block's scores, whatever the block's size."""
+    """Both layouts of a block's scores, whatever the block's size; keys first both with the
+    softmax's shift skipped where the scores are bounded (small test data: everywhere) and
+    with it never skipped."""
     from lucid.nn import functional
 
-    monkeypatch.setattr(functional, "KEYS_FIRST_ROWS", 1 if request.param == "keys first" else 2**62)
+    monkeypatch.setattr(functional, "KEYS_FIRST_ROWS", 2**62 if request.param == "queries first" else 1)
+    if request.param.endswith("always shifted"):
+        monkeypatch.setattr(functional, "UNSHIFTED_BOUND", -1.0)
     return request.param
 
 
@@ -87,6 +91,32 @@ def test_fully_masked_rows_are_zero_and_softmax_is_stable(layout):
     assert np.isfinite(got.numpy()).all() and not got.numpy()[:, :, 1].any()
     big = softmax(on_backend([1000.0, 1000.0])).tolist()
     assert big == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("q_scale, v_scale", [(400.0, 1.0), (3.0, 1e36)])
+def test_large_scores_and_values(backend_name, layout, q_scale, v_scale):
+    """Scores far past the bound (2 ** score would overflow float32) and values so large that
+    unshifted weights times them would overflow: both take the shifted softmax and stay exact."""
+    q, k, v = data(q_len=4, k_len=6)
+    q, v = q * np.float32(q_scale), v * np.float32(v_scale)
+    got = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v), is_causal=True).numpy()
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = reference(q.astype(np.float64), k, v.astype(np.float64), causal=True)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * v_scale)
+
+
+def test_score_bounds_decide_the_shift():
+    """The bound skips the shift for small scores only, and never for values it cannot bound."""
+    from lucid.nn import functional
+
+    xp = lucid.get_backend().xp
+    q, k, v = (xp.asarray(a) for a in data())
+    small = functional._ScoreBounds(xp, k, v)
+    assert small.unshifted(q, 0, 2, 0, 5)
+    assert not small.unshifted(q * 100.0, 0, 2, 0, 5)
+    assert not functional._ScoreBounds(xp, k, v * 1e35).unshifted(q, 0, 2, 0, 5)
+    assert not functional._ScoreBounds(xp, k, v * float("nan")).unshifted(q, 0, 2, 0, 5)
+    assert not small.unshifted(q * float("nan"), 0, 2, 0, 5)
 
 
 def test_bad_shapes_raise():

@@ -119,14 +119,18 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
     # Blocks of queries and batch rows whose scores stay small enough to live in the CPU's
     # cache (the full (B, H, Lq, Lk) matrix of a long prefill would be hundreds of megabytes,
     # written and read several times), with enough query rows per block for efficient matrix
-    # products. With several query blocks, each reads only the keys some of its rows may see
-    # (a causal prefill skips the future, a sliding window the distant past) and masks only
-    # the keys its rows disagree on.
+    # products. Each block reads only the keys some of its rows may see (a causal prefill
+    # skips the future, a sliding window the distant past) and masks only the keys its rows
+    # disagree on (none, in a decode step).
     per_row = q_heads * k_len
     # Two blocks at least once there is enough work, so that two cores can share it.
     budget = min(SCORES_PER_BLOCK, max(SPLIT_FROM, batch * per_row * q_len // 2))
     rows = min(q_len, max(MIN_QUERY_BLOCK, min(QUERY_BLOCK, budget // per_row)))
     batch_rows = min(batch, max(1, budget // (per_row * rows)))
+    q = q * (scale * LOG2_E)  # scores in base 2: the exponential is then exp2, the faster one
+    bounds = None
+    if additive is None and (q_heads // kv_heads) * rows >= KEYS_FIRST_ROWS:
+        bounds = _ScoreBounds(xp, k, v)
 
     def block(task):
         start, b0 = task
@@ -136,15 +140,19 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
             causal = xp.arange(k_len)[None, :] <= (xp.arange(start, stop)[:, None] + (k_len - q_len))
             visible = causal if visible is None else (visible & causal)
         first, last, masked = 0, k_len, (0, k_len)
-        if visible is not None and q_len > rows and visible.shape[-1] == k_len:
+        if visible is not None and bool(xp.all(visible)):
+            visible = None  # a decode step's usual mask: nothing to trim or mask
+        if visible is not None and visible.shape[-1] == k_len and k_len:
             first, last, masked = _key_spans(xp, _batch(visible, b0, b1, batch))
             visible = visible[..., masked[0]:masked[1]]
         bias = _rows(additive, start, stop, q_len)
         if bias is not None and bias.shape[-1] == k_len:
             bias = bias[..., first:last]
-        return _attend(query.backend, q[b0:b1, :, start:stop, :], k[b0:b1, :, first:last, :],
-                       v[b0:b1, :, first:last, :], _batch(visible, b0, b1, batch),
-                       (masked[0] - first, masked[1] - first), _batch(bias, b0, b1, batch), scale)
+        block_q = q[b0:b1, :, start:stop, :]
+        shift = bounds is None or not bounds.unshifted(block_q, b0, b1, first, last)
+        return _attend(query.backend, block_q, k[b0:b1, :, first:last, :], v[b0:b1, :, first:last, :],
+                       _batch(visible, b0, b1, batch), (masked[0] - first, masked[1] - first),
+                       _batch(bias, b0, b1, batch), shift)
 
     batches = range(0, batch, batch_rows)
     # Independent blocks: the backend may run them at once (NumPy: one per core).
@@ -195,39 +203,50 @@ def _rows(mask, start: int, stop: int, q_len: int):
     return mask[..., start:stop, :]
 
 
-def _attend(backend, q, k, v, visible, masked, bias, scale):
-    """Attention of one block of queries: ``softmax(q k^T * scale + bias, masked) v``.
+def _attend(backend, q, k, v, visible, masked, bias, shift: bool):
+    """Attention of one block of queries: ``softmax(q k^T + bias, masked) v`` with ``q``
+    already scaled into base 2 (the softmax's exponential is ``exp2``).
 
-    ``visible`` covers the keys ``masked = (lo, hi)``; the others are all visible.
+    ``visible`` covers the keys ``masked = (lo, hi)``; the others are all visible. ``shift``
+    False: the caller proved the scores small enough for ``2 ** score`` without subtracting
+    each row's maximum (see :class:`_ScoreBounds`).
 
     The query heads that share a key/value head (grouped-query attention) and the block's
     queries form one matrix per key/value head, multiplied with its keys in one product.
     A large block (a prefill) lays its scores out keys first, ``(B, Hkv, Lk, G, Lq)``, from
     ``k @ q^T``: long in the keys and short in the head dimension, the shape BLAS runs
     fastest (about twice ``q @ k^T`` on prefill blocks). A decode step's few rows keep the
-    queries first, ``(B, Hq, Lq, Lk)``, where the softmax's reductions run along memory. The
-    scale goes into the queries (``Lq x D`` values, not ``Lq x Lk``) and the softmax's
-    division into the output (``Lq x Dv``); the exponential reuses the scores' memory.
+    queries first, ``(B, Hq, Lq, Lk)``, where the softmax's reductions run along memory; their
+    scores still come from ``k @ q^T`` (with ``q^T`` and the result copied contiguous, which
+    is cheap for so few rows): BLAS runs ``q @ k^T`` with a handful of rows several times
+    slower. The softmax's division goes into the output (``Lq x Dv`` values, not
+    ``Lq x Lk``) and the exponential reuses the scores' memory.
     """
     xp = backend.xp
     batch, q_heads, q_len, dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     group = q_heads // kv_heads
-    qg = xp.reshape(q * scale, (batch, kv_heads, group * q_len, dim))
+    qg = xp.reshape(q, (batch, kv_heads, group * q_len, dim))
     if group * q_len >= KEYS_FIRST_ROWS:
         scores, axis = xp.reshape(k @ xp.matrix_transpose(qg), (batch, kv_heads, k_len, group, q_len)), 2
         bias = None if bias is None else _keys_first(xp, bias, kv_heads, group)
         visible = None if visible is None else _keys_first(xp, visible, kv_heads, group)
     else:
-        scores, axis = xp.reshape(qg @ xp.matrix_transpose(k), (batch, q_heads, q_len, k_len)), 3
+        scores = _transposed_copy(xp, k @ _transposed_copy(xp, qg))
+        scores, axis = xp.reshape(scores, (batch, q_heads, q_len, k_len)), 3
     if bias is not None:
-        scores = scores + bias
+        scores = scores + bias * LOG2_E  # into base 2 as the scores
     lo, hi = masked
     if visible is not None and hi > lo:
-        keys = (slice(None),) * axis + (slice(lo, hi), ...)
-        scores[keys] = xp.where(visible, scores[keys], xp.asarray(-math.inf, dtype=scores.dtype))
-    peak = xp.max(scores, axis=axis, keepdims=True)
-    weights = backend.exp_shifted(scores, xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak)))
+        # In place, adding 0 or -inf from the mask's own (smaller, contiguous) shape: several
+        # times faster than a where() that broadcasts the mask over the scores.
+        zero = xp.zeros((), dtype=scores.dtype)
+        scores[(slice(None),) * axis + (slice(lo, hi), ...)] += xp.where(visible, zero, zero - math.inf)
+    peak = None
+    if shift:
+        peak = xp.max(scores, axis=axis, keepdims=True)
+        peak = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))
+    weights = backend.exp2_shifted(scores, peak)
     total = xp.sum(weights, axis=axis, keepdims=True)
     total = xp.reshape(xp.where(total > 0, total, xp.ones_like(total)), (batch, q_heads, q_len, 1))
     if axis == 2:
@@ -235,6 +254,61 @@ def _attend(backend, q, k, v, visible, masked, bias, scale):
     else:
         weights = xp.reshape(weights, (batch, kv_heads, group * q_len, k_len))
     return xp.reshape(weights @ v, (batch, q_heads, q_len, v.shape[-1])) / total
+
+
+def _transposed_copy(xp, x):
+    """``x`` with its last two axes swapped, as a new C-contiguous array."""
+    out = xp.empty(tuple(x.shape[:-2]) + (x.shape[-1], x.shape[-2]), dtype=x.dtype, device=x.device)
+    out[...] = xp.matrix_transpose(x)
+    return out
+
+
+#: ``1 / ln 2``: queries scaled by it give scores in base 2 (``exp(s) == 2 ** (s / ln 2)``).
+LOG2_E = 1.0 / math.log(2.0)
+#: Largest base-2 score bound for which the softmax skips subtracting each row's maximum.
+UNSHIFTED_BOUND = 32.0
+
+
+class _ScoreBounds:
+    """When a block's softmax may skip the row maxima: a bound on its scores from norms.
+
+    By Cauchy-Schwarz, ``|q . k| <= |q| |k|``, so ``max |q| * max |k|`` over a block bounds
+    every score in it. When that bound is at most ``UNSHIFTED_BOUND`` (in base 2), every
+    ``2 ** score`` lies in ``[2**-32, 2**32]``: normal float32 numbers, as accurate as the
+    shifted ones, whose sums and products with the values cannot overflow. Then the pass
+    that finds each row's maximum and the pass that subtracts it are skipped; the
+    normalisation divides the same factor out. Models whose scores are larger take the usual
+    shifted path. The key norms are computed once per attention call; a block takes the
+    largest over its keys.
+    """
+
+    def __init__(self, xp, k, v):
+        self.xp, self.squared_key_norms = xp, None
+        limit = _finite_limit(xp, v, k.shape[2])
+        if limit >= UNSHIFTED_BOUND:
+            self.squared_key_norms = xp.sum(k * k, axis=-1)  # (B, Hkv, Lk)
+
+    def unshifted(self, q, b0: int, b1: int, first: int, last: int) -> bool:
+        """Whether the scores of queries ``q`` (base-2 scaled) against keys ``[first, last)`` of
+        batch rows ``[b0, b1)`` are bounded by ``UNSHIFTED_BOUND``."""
+        if self.squared_key_norms is None:
+            return False
+        xp = self.xp
+        q_sq = float(xp.max(xp.sum(q * q, axis=-1)))
+        k_sq = float(xp.max(self.squared_key_norms[b0:b1, :, first:last]))
+        return math.sqrt(q_sq * k_sq) <= UNSHIFTED_BOUND  # False for NaN or inf norms
+
+
+def _finite_limit(xp, v, k_len: int) -> float:
+    """The largest base-2 score for which ``k_len`` weights of ``2 ** score`` times the values
+    ``v`` still sum to a finite number, with a margin of ``2**8``; ``-inf`` when the values
+    are not finite or not a float type of at least 32 bits."""
+    if v.dtype not in (xp.float32, xp.float64) or k_len == 0:
+        return -math.inf
+    largest = float(xp.max(xp.abs(v)))
+    if not math.isfinite(largest):
+        return -math.inf
+    return math.log2(float(xp.finfo(v.dtype).max)) - math.log2(k_len) - math.log2(max(largest, 1.0)) - 8
 
 
 #: Query rows per key/value head (``G * Lq``) from which a block's scores are laid out keys first.
