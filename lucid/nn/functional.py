@@ -258,7 +258,7 @@ def _attend(backend, q, k, v, visible, masked, bias, shift: bool):
 
 def _transposed_copy(xp, x):
     """``x`` with its last two axes swapped, as a new C-contiguous array."""
-    out = xp.empty(tuple(x.shape[:-2]) + (x.shape[-1], x.shape[-2]), dtype=x.dtype, device=x.device)
+    out = xp.empty(tuple(x.shape[:-2]) + (x.shape[-1], x.shape[-2]), dtype=x.dtype)
     out[...] = xp.matrix_transpose(x)
     return out
 
