@@ -101,3 +101,22 @@ def test_encoder_decoder_batch_op_that_fails_in_either_cache_changes_neither():
             assert_unchanged(self_before, cache.self_attention_cache, 1)
             assert_unchanged(cross_before, cache.cross_attention_cache, 1)
     """)
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict"])
+def test_positions_write_that_runs_out_of_memory_between_keys_and_values_changes_nothing(backend_name):
+    """Scattered positions rewrite a region of keys and of values. The values' region is 8x the
+    keys' (head sizes 8 and 64): the memory cap leaves room for the keys' work but not for the
+    values', so a write that changed the keys first would leave them changed."""
+    run_case(f"""
+        lucid.set_backend("{backend_name}")
+        n = 40_000
+        cache = nn.DynamicKVCache()
+        cache.update(lucid.randn(1, 8, n, 8), lucid.randn(1, 8, n, 64), 0)
+        before = snapshot(cache)
+        k, v = lucid.randn(1, 8, 2, 8), lucid.randn(1, 8, 2, 64)
+        assert fails_with_memory_error(lambda: cache.update(k, v, 0, cache_position=[n - 1, 0]), 40 * 2**20)
+        assert_unchanged(before, cache)
+        cache.update(k, v, 0, cache_position=[n - 1, 0])  # without the cap it works
+        assert cache.get_seq_length(0) == n
+    """)
