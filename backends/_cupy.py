@@ -1,5 +1,5 @@
 """The CuPy backend (NVIDIA GPUs). Imported only when selected."""
-from ._indexing import fancy_scatter
+from ._indexing import prepare_fancy_scatter
 from .generic import Backend
 
 
@@ -34,8 +34,8 @@ class CupyBackend(Backend):
             self._cupy.subtract(x, shift, out=x)
         return self._cupy.exp2(x, out=x)
 
-    def scatter(self, buf, values, positions, lo, hi):
-        fancy_scatter(self._cupy, buf, values, positions)
+    def prepare_scatter(self, buf, values, positions, lo, hi):
+        return prepare_fancy_scatter(self._cupy, buf, values, positions)
 
 
 def gpu_problem() -> str | None:

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import array_api_compat.numpy as xp
 import numpy as np
 
-from ._indexing import fancy_scatter
+from ._indexing import prepare_fancy_scatter
 from .generic import Backend
 
 
@@ -57,8 +57,8 @@ class NumpyBackend(Backend):
             np.subtract(x, shift, out=x)
         return np.exp2(x, out=x)
 
-    def scatter(self, buf, values, positions, lo, hi):
-        fancy_scatter(np, buf, values, positions)
+    def prepare_scatter(self, buf, values, positions, lo, hi):
+        return prepare_fancy_scatter(np, buf, values, positions)
 
 
 _lazy = {}

@@ -204,13 +204,18 @@ class Backend:
         return self.xp.pow(2.0, x if shift is None else x - shift)
 
     # -- writing tokens at positions -------------------------------------
-    def scatter(self, buf, values, positions, lo: int, hi: int) -> None:
-        """Write ``values`` into ``buf`` in place at ``positions`` along axis -2.
+    def prepare_scatter(self, buf, values, positions, lo: int, hi: int) -> Callable[[], None]:
+        """Prepare to write ``values`` into ``buf`` in place at ``positions`` along axis -2;
+        return the write.
+
+        Everything that allocates happens here; the returned call only writes. So two
+        scatters (a layer's keys and values) prepared first and written after change both
+        buffers or, when memory runs out while preparing, neither.
 
         Parameters
         ----------
         buf : array, shape ``(B, ..., C, D)``
-            Destination buffer; modified in place.
+            Destination buffer; modified in place by the returned call.
         values : array, shape ``(B, ..., T, D)``
             Tokens to write.
         positions : integer array, shape ``(T,)`` or ``(B, T)``
@@ -221,16 +226,19 @@ class Backend:
         Notes
         -----
         The standard has no integer-array assignment, so this version rebuilds
-        the touched region ``[lo, hi)`` with ``take``/``where`` and writes it
-        back with one slice assignment.
+        the touched region ``[lo, hi)`` with ``take``/``where`` while preparing and
+        writes it back with one slice assignment. NumPy and CuPy write the tokens in
+        place with advanced indexing.
 
         Examples
         --------
         >>> import backends
         >>> b = backends.load_backend("array_api_strict")
         >>> buf = b.xp.zeros((1, 1, 4, 1))
-        >>> b.scatter(buf, b.xp.ones((1, 1, 2, 1)), b.xp.asarray([3, 1]), 1, 4)
+        >>> write = b.prepare_scatter(buf, b.xp.ones((1, 1, 2, 1)), b.xp.asarray([3, 1]), 1, 4)
         >>> b.to_host(buf).ravel().tolist()
+        [0.0, 0.0, 0.0, 0.0]
+        >>> write(); b.to_host(buf).ravel().tolist()
         [0.0, 1.0, 0.0, 1.0]
         """
         xp = self.xp
@@ -248,4 +256,8 @@ class Backend:
             source = xp.reshape(xp.argmax(xp.astype(match, xp.int8), axis=2), lead + (hi - lo, 1))
             gathered = xp.take_along_axis(values, source, axis=seq_axis)
             mask = xp.reshape(xp.any(match, axis=2), lead + (hi - lo, 1))
-        buf[..., lo:hi, :] = xp.where(mask, gathered, buf[..., lo:hi, :])
+        region = xp.where(mask, gathered, buf[..., lo:hi, :])
+
+        def write() -> None:
+            buf[..., lo:hi, :] = region
+        return write

@@ -122,7 +122,10 @@ def _scatter_case(backend, positions, lo, hi):
     buf_host = rng.standard_normal((2, 3, 7, 4)).astype(np.float32)
     values_host = rng.standard_normal((2, 3, np.shape(positions)[-1], 4)).astype(np.float32)
     buf = backend.from_host(buf_host.copy())
-    backend.scatter(buf, backend.from_host(values_host), xp.asarray(backend.from_host(np.asarray(positions))), lo, hi)
+    write = backend.prepare_scatter(buf, backend.from_host(values_host),
+                                    xp.asarray(backend.from_host(np.asarray(positions))), lo, hi)
+    np.testing.assert_array_equal(backend.to_host(buf), buf_host)  # nothing written until the call
+    write()
     expected = buf_host.copy()
     pos = np.asarray(positions)
     for b in range(2):

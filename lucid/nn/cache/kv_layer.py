@@ -193,16 +193,14 @@ class KVLayer(CacheLayer):
                 keys[..., pos.lo:pos.hi, :] = k
                 values[..., pos.lo:pos.hi, :] = v
             else:
-                # Both rewritten regions are built aside first, so every allocation is made
-                # before either buffer changes: running out of memory leaves the layer as it was.
-                backend, span = spec.backend, pos.hi - pos.lo
-                positions = backend.from_host(pos.host - pos.lo)
-                new_k = backend.xp.asarray(keys[..., pos.lo:pos.hi, :], copy=True)
-                new_v = backend.xp.asarray(values[..., pos.lo:pos.hi, :], copy=True)
-                backend.scatter(new_k, k, positions, 0, span)
-                backend.scatter(new_v, v, positions, 0, span)
-                keys[..., pos.lo:pos.hi, :] = new_k
-                values[..., pos.lo:pos.hi, :] = new_v
+                # Both writes are prepared (everything that allocates) before either runs, so
+                # running out of memory between the keys and the values changes neither.
+                backend = spec.backend
+                positions = backend.from_host(pos.host)
+                writes = [backend.prepare_scatter(keys, k, positions, pos.lo, pos.hi),
+                          backend.prepare_scatter(values, v, positions, pos.lo, pos.hi)]
+                for write in writes:
+                    write()
         self._commit(spec, keys, values, capacity, hi)
         return self.get()
 
