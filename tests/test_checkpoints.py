@@ -94,6 +94,35 @@ def test_token_blocks_give_the_same_logits_and_cache(backend_name, monkeypatch):
         whole_cache = keys
 
 
+@pytest.mark.parametrize("kind", ["none", "dynamic", "static", "sliding", "hybrid", "quantized-8"])
+@pytest.mark.parametrize("keep", [1, 3])
+def test_kept_logits_are_the_last_positions_of_all(backend_name, monkeypatch, kind, keep):
+    """``logits_to_keep`` runs the last layer's queries, attention and MLP for the kept positions
+    only: their logits, and every cache's contents, are those of the full forward pass, after
+    a cached prefix too."""
+    from lucid.generation import make_cache
+    from lucid.models import LlamaConfig, LlamaModel, llama
+
+    monkeypatch.setattr(llama, "TOKENS_PER_BLOCK", 8)  # several blocks of tokens in each layer
+    model = LlamaModel.random(LlamaConfig(num_layers=3, layer_types=("sliding", "full", "sliding"),
+                                          sliding_window=4, sink_tokens=1))
+    ids = np.random.default_rng(6).integers(0, 256, size=(2, 13))
+    caches = [make_cache(kind, model, 20) for _ in range(2)]
+    outputs = []
+    for cache, kept in zip(caches, (0, keep)):
+        if cache is not None:
+            model.forward(ids[:, :4], cache=cache)
+        start = 0 if cache is None else 4
+        outputs.append(model.forward(ids[:, start:], cache=cache, cache_position=range(start, 13),
+                                     logits_to_keep=kept).numpy())
+    assert outputs[1].shape == (2, keep, 256)
+    np.testing.assert_allclose(outputs[1], outputs[0][:, -keep:, :], rtol=1e-5, atol=1e-5)
+    if kind != "none":
+        for layer_idx in range(3):
+            for full, kept in zip(caches[0].get(layer_idx), caches[1].get(layer_idx)):
+                np.testing.assert_array_equal(kept.numpy(), full.numpy())
+
+
 def test_weights_in_memory_missing_a_tensor_are_named():
     from lucid.models import LlamaConfig, LlamaModel
     from lucid.models.llama import random_weights

@@ -278,28 +278,36 @@ class LlamaModel:
         cos, sin = xp.cos(angles), xp.sin(angles)
         x = xp.take(self.embed.array, backend.from_host(ids.reshape(-1)), axis=0)
         x = xp.reshape(x, (batch, length, c.hidden_size))
-        # Everything but attention works token by token: a long input goes through it in
-        # blocks of tokens, which the backend may run at once (the NumPy backend: one per core).
-        step = max(1, -(-TOKENS_PER_BLOCK // batch))
-        blocks = [(t, min(length, t + step)) for t in range(0, length, step)]
+        keep = logits_to_keep if 0 < logits_to_keep < length else length
         written = host_positions.tolist() if cache_position is None else cache_position  # as the caller gave them
+        blocks = _token_blocks(batch, length)
         with backend.parallel_region() if len(blocks) > 1 else contextlib.nullcontext():
             for layer_idx in range(c.num_layers):
-                x = self._layer(layer_idx, x, blocks, (cos, sin), positions, cache, written)
-        if 0 < logits_to_keep < length:
-            x = x[:, length - logits_to_keep:, :]
+                # Only the kept positions' outputs of the last layer are used: it writes every
+                # token's keys and values, but runs queries, attention and the MLP for those alone.
+                outputs = keep if layer_idx == c.num_layers - 1 else length
+                x = self._layer(layer_idx, x, (cos, sin), positions, cache, written, outputs)
         return Tensor.wrap(self._rms(x, self.norm.array) @ self.unembed.array, backend)
 
-    def _layer(self, layer_idx: int, x, blocks, rotary, positions: Tensor, cache, written):
+    def _layer(self, layer_idx: int, x, rotary, positions: Tensor, cache, written, outputs: int):
         """Decoder layer ``layer_idx`` over the tokens ``x`` ``(B, T, hidden)`` at ``positions``
-        (written to ``cache``, if any, at ``written``)."""
+        (written to ``cache``, if any, at ``written``): the outputs ``(B, outputs, hidden)`` of
+        the last ``outputs`` tokens."""
         backend, xp, c, w = self.backend, self.backend.xp, self.config, self.layers[layer_idx]
         batch, length = x.shape[0], x.shape[1]
         cos, sin = rotary
-        q, k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, :],
-                                                                       sin[t0:t1, :]), axis=2)
+        blocks, key_positions = _token_blocks(batch, length), positions
+        if outputs == length:
+            q, k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, :],
+                                                                           sin[t0:t1, :]), axis=2)
+        else:
+            k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, :],
+                                                                        sin[t0:t1, :], queries=False), axis=2)
+            first = length - outputs
+            x, positions = x[:, first:, :], positions.with_array(positions.array[first:])
+            q = self._project(x, w, cos[first:, :], sin[first:, :], keys_values=False)[0]
+            blocks = _token_blocks(batch, outputs)
         k_t, v_t = Tensor.wrap(k, backend), Tensor.wrap(v, backend)
-        key_positions = positions
         if cache is not None:
             k_t, v_t = cache.update(k_t, v_t, layer_idx, cache_position=written)
             key_positions = cache.key_positions(layer_idx, length)
@@ -307,7 +315,7 @@ class LlamaModel:
         mask = attention_mask(positions, key_positions, window=c.sliding_window if sliding else None,
                               sink_tokens=c.sink_tokens if sliding else 0)
         attn = scaled_dot_product_attention(Tensor.wrap(q, backend), k_t, v_t, attn_mask=mask).array
-        attn = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (batch, length, c.num_heads * c.head_dim))
+        attn = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (batch, outputs, c.num_heads * c.head_dim))
         return self._by_tokens(blocks, lambda t0, t1: (self._mlp(x[:, t0:t1, :], attn[:, t0:t1, :], w),), axis=1)[0]
 
     def _by_tokens(self, blocks, fn, axis: int) -> tuple:
@@ -317,13 +325,15 @@ class LlamaModel:
             return parts[0]
         return tuple(self.backend.xp.concat(list(pieces), axis=axis) for pieces in zip(*parts))
 
-    def _project(self, x, w: dict, cos, sin):
-        """Queries, keys and values ``(B, heads, T, D)`` of the tokens ``x``, rotated."""
+    def _project(self, x, w: dict, cos, sin, queries: bool = True, keys_values: bool = True) -> tuple:
+        """Queries, keys and values ``(B, heads, T, D)`` of the tokens ``x``, rotated (those asked for)."""
         c = self.config
         h = self._rms(x, w["norm1"].array)
-        return (self._heads(self._linear(h, w["q"], w["q_bias"]), c.num_heads, cos, sin),
-                self._heads(self._linear(h, w["k"], w["k_bias"]), c.num_kv_heads, cos, sin),
-                self._heads(self._linear(h, w["v"], w["v_bias"]), c.num_kv_heads))
+        q = (self._heads(self._linear(h, w["q"], w["q_bias"]), c.num_heads, cos, sin),) if queries else ()
+        if not keys_values:
+            return q
+        return q + (self._heads(self._linear(h, w["k"], w["k_bias"]), c.num_kv_heads, cos, sin),
+                    self._heads(self._linear(h, w["v"], w["v_bias"]), c.num_kv_heads))
 
     def _mlp(self, x, attn, w: dict):
         """The rest of a layer for the tokens ``x``: attention's output projection, then the MLP."""
@@ -362,6 +372,13 @@ class LlamaModel:
 
 #: Tokens (batch rows x positions) per block of the token-by-token parts of a layer.
 TOKENS_PER_BLOCK = 256
+
+
+def _token_blocks(batch: int, length: int) -> list:
+    """Everything but attention works token by token: a long input goes through it in blocks
+    of positions ``[(t0, t1), ...]``, which the backend may run at once (NumPy: one per core)."""
+    step = max(1, -(-TOKENS_PER_BLOCK // batch))
+    return [(t, min(length, t + step)) for t in range(0, length, step)]
 
 
 def load_pretrained(directory) -> LlamaModel:
