@@ -370,8 +370,11 @@ class LlamaModel:
         return xp.concat([a * cos - b * sin, a * sin + b * cos], axis=-1)
 
 
-#: Tokens (batch rows x positions) per block of the token-by-token parts of a layer.
-TOKENS_PER_BLOCK = 256
+#: Tokens (batch rows x positions) per block of the token-by-token parts of a layer. Up to
+#: this many tokens form one block, whose matrix products BLAS spreads over the cores itself
+#: (on NumPy that beat blocks of 256 tokens on worker threads: each of those packs the whole
+#: weight matrix for a quarter of the rows); longer inputs are split for the worker threads.
+TOKENS_PER_BLOCK = 1024
 
 
 def _token_blocks(batch: int, length: int) -> list:

@@ -127,7 +127,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
     budget = min(SCORES_PER_BLOCK, max(SPLIT_FROM, batch * per_row * q_len // 2))
     rows = min(q_len, max(MIN_QUERY_BLOCK, min(QUERY_BLOCK, budget // per_row)))
     batch_rows = min(batch, max(1, budget // (per_row * rows)))
-    q = q * (scale * LOG2_E)  # scores in base 2: the exponential is then exp2, the faster one
+    factor = scale * LOG2_E  # scores in base 2: the exponential is then exp2, the faster one
     bounds = None
     if additive is None and (q_heads // kv_heads) * rows >= KEYS_FIRST_ROWS:
         bounds = _ScoreBounds(xp, k, v)
@@ -148,19 +148,22 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
         bias = _rows(additive, start, stop, q_len)
         if bias is not None and bias.shape[-1] == k_len:
             bias = bias[..., first:last]
-        block_q = q[b0:b1, :, start:stop, :]
+        block_q = q[b0:b1, :, start:stop, :] * factor
         shift = bounds is None or not bounds.unshifted(block_q, b0, b1, first, last)
-        return _attend(query.backend, block_q, k[b0:b1, :, first:last, :], v[b0:b1, :, first:last, :],
-                       _batch(visible, b0, b1, batch), (masked[0] - first, masked[1] - first),
-                       _batch(bias, b0, b1, batch), shift)
+        result = _attend(query.backend, block_q, k[b0:b1, :, first:last, :], v[b0:b1, :, first:last, :],
+                         _batch(visible, b0, b1, batch), (masked[0] - first, masked[1] - first),
+                         _batch(bias, b0, b1, batch), shift)
+        if out is None:
+            return result
+        out[b0:b1, :, start:stop, :] = result  # each block fills its part: nothing to join after
 
-    batches = range(0, batch, batch_rows)
+    # The latest queries first: with a causal mask they see the most keys, and starting the
+    # longest blocks first keeps the cores evenly busy to the end.
+    tasks = [(start, b0) for start in reversed(range(0, q_len, rows)) for b0 in range(0, batch, batch_rows)]
+    out = None if len(tasks) == 1 else xp.empty((batch, q_heads, q_len, v.shape[-1]), dtype=q.dtype)
     # Independent blocks: the backend may run them at once (NumPy: one per core).
-    outs = query.backend.map_blocks(block, [(start, b0) for start in range(0, q_len, rows) for b0 in batches])
-    if len(batches) > 1:
-        outs = [xp.concat(outs[i:i + len(batches)], axis=0) for i in range(0, len(outs), len(batches))]
-    out = outs[0] if len(outs) == 1 else xp.concat(outs, axis=2)
-    return query.with_array(out)
+    results = query.backend.map_blocks(block, tasks)
+    return query.with_array(results[0] if out is None else out)
 
 
 #: Scores (``batch rows * heads * query rows * keys``) one block may produce at most: 4 MB.
@@ -305,7 +308,7 @@ def _finite_limit(xp, v, k_len: int) -> float:
     are not finite or not a float type of at least 32 bits."""
     if v.dtype not in (xp.float32, xp.float64) or k_len == 0:
         return -math.inf
-    largest = float(xp.max(xp.abs(v)))
+    largest = max(float(xp.max(v)), -float(xp.min(v)))
     if not math.isfinite(largest):
         return -math.inf
     return math.log2(float(xp.finfo(v.dtype).max)) - math.log2(k_len) - math.log2(max(largest, 1.0)) - 8
