@@ -266,7 +266,9 @@ class LlamaModel:
         logits_to_keep : int
             Only the last this many positions' logits (``0``: all), as transformers'
             argument of that name: generation needs the last one, and the output projection
-            of a long prompt is the largest matrix product of a prefill.
+            of a long prompt is the largest matrix product of a prefill. The last layer then
+            runs queries, attention and MLP for the kept positions only (it still writes
+            every token's keys and values).
         """
         ids = np.asarray(input_ids.numpy() if isinstance(input_ids, Tensor) else input_ids, dtype=np.int64)
         backend, xp, c = self.backend, self.backend.xp, self.config
