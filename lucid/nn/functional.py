@@ -126,6 +126,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
     # Two blocks at least once there is enough work, so that two cores can share it.
     budget = min(SCORES_PER_BLOCK, max(SPLIT_FROM, batch * per_row * q_len // 2))
     rows = min(q_len, max(MIN_QUERY_BLOCK, min(QUERY_BLOCK, budget // per_row)))
+    if (is_causal or allowed is not None) and batch * per_row * q_len > budget:
+        # Split anyway: at most half the queries per block, so that a causal mask's diagonal
+        # (keys computed, then masked) covers at most a quarter of a block's scores.
+        rows = min(rows, max(MIN_QUERY_BLOCK, -(-q_len // 2)))
     batch_rows = min(batch, max(1, budget // (per_row * rows)))
     factor = scale * LOG2_E  # scores in base 2: the exponential is then exp2, the faster one
     bounds = None
