@@ -278,6 +278,8 @@ class LlamaModel:
         positions = Tensor.wrap(backend.from_host(host_positions.astype(np.int64)), backend)
         angles = xp.reshape(xp.astype(positions.array, xp.float32), (-1, 1)) * xp.reshape(self.inv_freq.array, (1, -1))
         cos, sin = xp.cos(angles), xp.sin(angles)
+        # (T, 2, D/2) factors that rotate both halves of a head at once (see _heads)
+        cos, sin = xp.stack([cos, cos], axis=1), xp.stack([-sin, sin], axis=1)
         x = xp.take(self.embed.array, backend.from_host(ids.reshape(-1)), axis=0)
         x = xp.reshape(x, (batch, length, c.hidden_size))
         keep = logits_to_keep if 0 < logits_to_keep < length else length
@@ -300,14 +302,14 @@ class LlamaModel:
         cos, sin = rotary
         blocks, key_positions = _token_blocks(batch, length), positions
         if outputs == length:
-            q, k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, :],
-                                                                           sin[t0:t1, :]), axis=2)
+            q, k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, ...],
+                                                                           sin[t0:t1, ...]), axis=2)
         else:
-            k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, :],
-                                                                        sin[t0:t1, :], queries=False), axis=2)
+            k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, ...],
+                                                                        sin[t0:t1, ...], queries=False), axis=2)
             first = length - outputs
             x, positions = x[:, first:, :], positions.with_array(positions.array[first:])
-            q = self._project(x, w, cos[first:, :], sin[first:, :], keys_values=False)[0]
+            q = self._project(x, w, cos[first:, ...], sin[first:, ...], keys_values=False)[0]
             blocks = _token_blocks(batch, outputs)
         k_t, v_t = Tensor.wrap(k, backend), Tensor.wrap(v, backend)
         if cache is not None:
@@ -359,7 +361,9 @@ class LlamaModel:
 
     def _rms(self, x, weight):
         xp = self.backend.xp
-        return x / xp.sqrt(xp.mean(x * x, axis=-1, keepdims=True) + self.config.rms_norm_eps) * weight
+        # vecdot: the squares' sum in one operation, without the temporary of x * x
+        mean_square = xp.vecdot(x, x)[..., None] / x.shape[-1]
+        return x * (weight / xp.sqrt(mean_square + self.config.rms_norm_eps))
 
     def _heads(self, x, heads: int, cos=None, sin=None):
         xp = self.backend.xp
@@ -367,9 +371,10 @@ class LlamaModel:
         x = xp.permute_dims(xp.reshape(x, (batch, length, heads, self.config.head_dim)), (0, 2, 1, 3))
         if cos is None:
             return x
-        half = self.config.head_dim // 2
-        a, b = x[..., :half], x[..., half:]
-        return xp.concat([a * cos - b * sin, a * sin + b * cos], axis=-1)
+        # Rotary embedding on the halves (a, b) of each head: (a cos - b sin, b cos + a sin), as
+        # x * cos + (x with its halves swapped) * sin with the (T, 2, D/2) factors of forward.
+        halves = xp.reshape(x, tuple(x.shape[:-1]) + (2, self.config.head_dim // 2))
+        return xp.reshape(halves * cos + xp.flip(halves, axis=-2) * sin, tuple(x.shape))
 
 
 #: Tokens (batch rows x positions) per block of the token-by-token parts of a layer. Up to
