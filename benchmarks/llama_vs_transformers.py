@@ -50,25 +50,27 @@ def side_by_side(torch, ours, theirs, repeats: int):
 def profile_groups(run) -> dict:
     """Wall seconds of ``run`` by where they went, from the cumulative times of the calls that
     own each part (blocks of work run on worker threads, which cProfile does not see: the call
-    that waits for them does)."""
+    that waits for them does). The model's forward holds attention and the cache; the rest of
+    its time is the rest of the model."""
     profiler = cProfile.Profile()
     profiler.runcall(run)
     stats = pstats.Stats(profiler).stats
     total = max(cumulative for (_, _, _, cumulative, _) in stats.values())
 
-    def seconds(file_part, function, field=3):
-        return sum(row[field] for (filename, _, name), row in stats.items()
+    def seconds(file_part, function):
+        return sum(row[3] for (filename, _, name), row in stats.items()
                    if file_part in filename and name == function)
 
-    groups = {
-        "attention (masks, scores, softmax, weights)": seconds("functional.py", "scaled_dot_product_attention")
-        + seconds("functional.py", "attention_mask"),
-        "the rest of the layers (norms, projections, rotary embedding, MLP)": seconds("llama.py", "_by_tokens")
-        + seconds("llama.py", "forward", field=2),
-        "the cache (update, key positions)": seconds("kv_cache.py", "update") + seconds("kv_cache.py", "key_positions"),
+    attention = seconds("functional.py", "scaled_dot_product_attention") + seconds("functional.py", "attention_mask")
+    cache = seconds("kv_cache.py", "update") + seconds("kv_cache.py", "key_positions")
+    model = seconds("llama.py", "forward")
+    return {
+        "attention (masks, scores, softmax, weights)": attention,
+        "the rest of the model (embedding, norms, projections, rotary embedding, MLP, logits)":
+            model - attention - cache,
+        "the cache (update, key positions)": cache,
+        "the generation loop (choosing tokens, host work)": total - model,
     }
-    groups["everything else (generation loop, host work)"] = total - sum(groups.values())
-    return groups
 
 
 def main(argv=None):
