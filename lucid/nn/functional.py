@@ -245,10 +245,14 @@ def _attend(backend, q, k, v, visible, masked, bias, shift: bool):
         scores = scores + bias * LOG2_E  # into base 2 as the scores
     lo, hi = masked
     if visible is not None and hi > lo:
-        # In place, adding 0 or -inf from the mask's own (smaller, contiguous) shape: several
-        # times faster than a where() that broadcasts the mask over the scores.
+        # In place, adding 0 or -inf from the mask's own (smaller) shape: several times faster
+        # than a where() that broadcasts the mask over the scores. The addend is laid out in
+        # C order, as the scores are (a keys-first mask is a transposed view, and where()
+        # would keep that layout: the addition would then stride across memory).
         zero = xp.zeros((), dtype=scores.dtype)
-        scores[(slice(None),) * axis + (slice(lo, hi), ...)] += xp.where(visible, zero, zero - math.inf)
+        addend = xp.empty(tuple(visible.shape), dtype=scores.dtype)
+        addend[...] = xp.where(visible, zero, zero - math.inf)
+        scores[(slice(None),) * axis + (slice(lo, hi), ...)] += addend
     peak = None
     if shift:
         peak = xp.max(scores, axis=axis, keepdims=True)
