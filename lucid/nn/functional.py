@@ -297,7 +297,7 @@ class _ScoreBounds:
         self.xp, self.squared_key_norms = xp, None
         limit = _finite_limit(xp, v, k.shape[2])
         if limit >= UNSHIFTED_BOUND:
-            self.squared_key_norms = xp.sum(k * k, axis=-1)  # (B, Hkv, Lk)
+            self.squared_key_norms = xp.vecdot(k, k)  # (B, Hkv, Lk)
 
     def unshifted(self, q, b0: int, b1: int, first: int, last: int) -> bool:
         """Whether the scores of queries ``q`` (base-2 scaled) against keys ``[first, last)`` of
@@ -305,7 +305,7 @@ class _ScoreBounds:
         if self.squared_key_norms is None:
             return False
         xp = self.xp
-        q_sq = float(xp.max(xp.sum(q * q, axis=-1)))
+        q_sq = float(xp.max(xp.vecdot(q, q)))
         k_sq = float(xp.max(self.squared_key_norms[b0:b1, :, first:last]))
         return math.sqrt(q_sq * k_sq) <= UNSHIFTED_BOUND  # False for NaN or inf norms
 
