@@ -10,8 +10,8 @@ row decodes ``--new-tokens`` greedy tokens after a prompt (prefill included) wit
 ``do_sample=False``, torch CPU), both on the same number of threads; tokens/s counts every
 batch row; the figure is the median of ``--repeats`` calls, lucid's and transformers' taken
 in turns. ``--profile`` prints where lucid's time goes (cProfile, grouped into attention, the
-rest of the layers, the cache and the generation loop) for the largest row, and the same
-row's prefill time for both libraries.
+rest of the model, the cache and the generation loop) for the largest row, and each row's
+prefill time for both libraries.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def main(argv=None):
     print("| batch | prompt | lucid tokens/s | transformers tokens/s | lucid / transformers |")
     print("|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
-    largest = None
+    prompts = []
     for batch in (1, 8):
         for prompt_len in (128, 1024):
             prompt = rng.integers(1, 2048, size=(batch, prompt_len))
@@ -105,17 +105,22 @@ def main(argv=None):
                                         args.repeats)
             tokens = batch * args.new_tokens
             print(f"| {batch} | {prompt_len} | {tokens / ours:,.0f} | {tokens / theirs:,.0f} | {theirs / ours:.2f}x |")
-            largest = prompt
+            prompts.append(prompt)
     if args.profile:
+        largest = prompts[-1]
         groups = profile_groups(lambda: generate(model, largest, args.new_tokens, cache="dynamic"))
         total = sum(groups.values())
         print(f"\nwhere lucid's time goes (batch {largest.shape[0]}, prompt {largest.shape[1]}, cProfile):")
         for name, seconds in groups.items():
             print(f"- {name}: {seconds:.2f} s ({seconds / total:.0%})")
-        ours, theirs = side_by_side(torch, lambda: generate(model, largest, 1, cache="dynamic"),
-                                    lambda: reference.generate(torch.tensor(largest), do_sample=False, max_new_tokens=1),
-                                    args.repeats)
-        print(f"prefill alone (the prompt and one token): lucid {ours * 1e3:.0f} ms, transformers {theirs * 1e3:.0f} ms")
+        print("\nprefill alone (the prompt and one token), ms:")
+        for prompt in prompts:
+            ours, theirs = side_by_side(torch, lambda p=prompt: generate(model, p, 1, cache="dynamic"),
+                                        lambda p=prompt: reference.generate(torch.tensor(p), do_sample=False,
+                                                                            max_new_tokens=1),
+                                        args.repeats)
+            print(f"- batch {prompt.shape[0]}, prompt {prompt.shape[1]}: lucid {ours * 1e3:.0f}, "
+                  f"transformers {theirs * 1e3:.0f}")
 
 
 if __name__ == "__main__":
