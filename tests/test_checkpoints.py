@@ -119,8 +119,8 @@ def test_kept_logits_are_the_last_positions_of_all(backend_name, monkeypatch, ki
     np.testing.assert_allclose(outputs[1], outputs[0][:, -keep:, :], rtol=1e-5, atol=1e-5)
     if kind != "none":
         for layer_idx in range(3):
-            for full, kept in zip(caches[0].get(layer_idx), caches[1].get(layer_idx)):
-                np.testing.assert_array_equal(kept.numpy(), full.numpy())
+            for whole, trimmed in zip(caches[0].get(layer_idx), caches[1].get(layer_idx)):
+                np.testing.assert_array_equal(trimmed.numpy(), whole.numpy())
 
 
 def test_weights_in_memory_missing_a_tensor_are_named():
