@@ -3,9 +3,9 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import array_api_compat.numpy as xp
 import numpy as np
 
+from . import _numpy_xp as xp
 from ._indexing import prepare_fancy_scatter
 from .generic import Backend
 

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import backends
 
@@ -274,3 +276,31 @@ def test_lucid_num_threads_sets_the_pool(setting, expect):
     assert out.stdout.startswith(expect)
     if expect == "ValueError":
         assert "LUCID_NUM_THREADS" in out.stdout and "'zero'" in out.stdout
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=4), data=st.data())
+def test_numpy_namespace_overrides_agree_with_array_api_compat(shape, data):
+    """The NumPy backend binds reshape, permute_dims, matrix_transpose and flip to NumPy's
+    methods: same values as array-api-compat's, and views of the input as its are."""
+    import array_api_compat.numpy as compat
+
+    from backends import _numpy_xp as xp
+
+    x = np.arange(int(np.prod(shape))).reshape(shape)
+    x = x if data.draw(st.booleans()) else x.transpose()  # a non-contiguous input too
+
+    def agree(ours, theirs):
+        np.testing.assert_array_equal(ours, theirs)
+        assert ours.shape == theirs.shape and np.shares_memory(ours, x) == np.shares_memory(theirs, x)
+
+    flat = int(np.prod(shape))
+    agree(xp.reshape(x, (flat,)), compat.reshape(x, (flat,)))
+    axes = tuple(data.draw(st.permutations(range(x.ndim))))
+    agree(xp.permute_dims(x, axes), compat.permute_dims(x, axes))
+    axis = data.draw(st.integers(-x.ndim, x.ndim - 1))
+    agree(xp.flip(x, axis=axis), compat.flip(x, axis=axis))
+    if x.ndim >= 2:
+        agree(xp.matrix_transpose(x), compat.matrix_transpose(x))
+    with pytest.raises(ValueError):
+        xp.flip(x, axis=x.ndim)

@@ -1,0 +1,66 @@
+"""The array namespace the NumPy backend hands out: array-api-compat's NumPy namespace, with
+the layout functions a model calls many times per decode step bound to NumPy's own methods.
+
+array-api-compat's wrappers for these check and forward their arguments in Python, several
+times the cost of NumPy's method for a small array; a decode step of a small model makes
+about a hundred such calls. Each override keeps the array API's meaning and hands anything
+it does not cover to array-api-compat.
+"""
+import array_api_compat.numpy as _compat
+
+globals().update({name: getattr(_compat, name) for name in dir(_compat) if not name.startswith("__")})
+__array_api_version__ = _compat.__array_api_version__
+
+
+def reshape(x, /, shape, *, copy=None):
+    """``x`` in ``shape``: a view where the layout allows, a copy otherwise (``copy=None``).
+
+    Examples
+    --------
+    >>> from backends import _numpy_xp as xp
+    >>> xp.reshape(xp.arange(6), (2, 3)).shape
+    (2, 3)
+    """
+    if copy is None:
+        return x.reshape(shape)
+    return _compat.reshape(x, shape, copy=copy)
+
+
+def permute_dims(x, /, axes):
+    """``x`` with its axes in the order ``axes`` (a view).
+
+    Examples
+    --------
+    >>> from backends import _numpy_xp as xp
+    >>> xp.permute_dims(xp.zeros((2, 3, 4)), (2, 0, 1)).shape
+    (4, 2, 3)
+    """
+    return x.transpose(axes)
+
+
+def matrix_transpose(x, /):
+    """``x`` with its last two axes swapped (a view).
+
+    Examples
+    --------
+    >>> from backends import _numpy_xp as xp
+    >>> xp.matrix_transpose(xp.zeros((5, 2, 3))).shape
+    (5, 3, 2)
+    """
+    if x.ndim < 2:
+        return _compat.matrix_transpose(x)  # raises the standard's error
+    return x.swapaxes(-1, -2)
+
+
+def flip(x, /, *, axis=None):
+    """``x`` reversed along ``axis`` (a view).
+
+    Examples
+    --------
+    >>> from backends import _numpy_xp as xp
+    >>> xp.flip(xp.reshape(xp.arange(4), (2, 2)), axis=-1).tolist()
+    [[1, 0], [3, 2]]
+    """
+    if type(axis) is int and -x.ndim <= axis < x.ndim:
+        return x[(slice(None),) * (axis % x.ndim) + (slice(None, None, -1),)]
+    return _compat.flip(x, axis=axis)
