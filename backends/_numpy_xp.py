@@ -7,9 +7,7 @@ about a hundred such calls. Each override keeps the array API's meaning and hand
 it does not cover to array-api-compat.
 """
 import array_api_compat.numpy as _compat
-
-globals().update({name: getattr(_compat, name) for name in dir(_compat) if not name.startswith("__")})
-__array_api_version__ = _compat.__array_api_version__
+from array_api_compat.numpy import *  # noqa: F401,F403 - everything else as array-api-compat has it
 
 
 def reshape(x, /, shape, *, copy=None):
