@@ -290,26 +290,27 @@ class LlamaModel:
                 # Only the kept positions' outputs of the last layer are used: it writes every
                 # token's keys and values, but runs queries, attention and the MLP for those alone.
                 outputs = keep if layer_idx == c.num_layers - 1 else length
-                x = self._layer(layer_idx, x, (cos, sin), positions, cache, written, outputs)
+                x = self._layer(layer_idx, x, blocks, (cos, sin), positions, cache, written, outputs)
         return Tensor.wrap(self._rms(x, self.norm.array) @ self.unembed.array, backend)
 
-    def _layer(self, layer_idx: int, x, rotary, positions: Tensor, cache, written, outputs: int):
-        """Decoder layer ``layer_idx`` over the tokens ``x`` ``(B, T, hidden)`` at ``positions``
-        (written to ``cache``, if any, at ``written``): the outputs ``(B, outputs, hidden)`` of
-        the last ``outputs`` tokens."""
+    def _layer(self, layer_idx: int, x, blocks, rotary, positions: Tensor, cache, written, outputs: int):
+        """Decoder layer ``layer_idx`` over the tokens ``x`` ``(B, T, hidden)`` (in ``blocks`` of
+        positions) at ``positions`` (written to ``cache``, if any, at ``written``): the outputs
+        ``(B, outputs, hidden)`` of the last ``outputs`` tokens."""
         backend, xp, c, w = self.backend, self.backend.xp, self.config, self.layers[layer_idx]
         batch, length = x.shape[0], x.shape[1]
         cos, sin = rotary
-        blocks, key_positions = _token_blocks(batch, length), positions
-        if outputs == length:
-            q, k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, ...],
-                                                                           sin[t0:t1, ...]), axis=2)
+        key_positions = positions
+        queries = outputs == length
+        projected = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, ...],
+                                                                         sin[t0:t1, ...], queries), axis=2)
+        if queries:
+            q, k, v = projected
         else:
-            k, v = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, ...],
-                                                                        sin[t0:t1, ...], queries=False), axis=2)
+            k, v = projected
             first = length - outputs
             x, positions = x[:, first:, :], positions.with_array(positions.array[first:])
-            q = self._project(x, w, cos[first:, ...], sin[first:, ...], keys_values=False)[0]
+            q = self._queries(self._rms(x, w["norm1"].array), w, cos[first:, ...], sin[first:, ...])
             blocks = _token_blocks(batch, outputs)
         k_t, v_t = Tensor.wrap(k, backend), Tensor.wrap(v, backend)
         if cache is not None:
@@ -329,15 +330,17 @@ class LlamaModel:
             return parts[0]
         return tuple(self.backend.xp.concat(list(pieces), axis=axis) for pieces in zip(*parts))
 
-    def _project(self, x, w: dict, cos, sin, queries: bool = True, keys_values: bool = True) -> tuple:
-        """Queries, keys and values ``(B, heads, T, D)`` of the tokens ``x``, rotated (those asked for)."""
+    def _project(self, x, w: dict, cos, sin, queries: bool) -> tuple:
+        """Queries (if ``queries``), keys and values ``(B, heads, T, D)`` of the tokens ``x``, rotated."""
         c = self.config
         h = self._rms(x, w["norm1"].array)
-        q = (self._heads(self._linear(h, w["q"], w["q_bias"]), c.num_heads, cos, sin),) if queries else ()
-        if not keys_values:
-            return q
-        return q + (self._heads(self._linear(h, w["k"], w["k_bias"]), c.num_kv_heads, cos, sin),
-                    self._heads(self._linear(h, w["v"], w["v_bias"]), c.num_kv_heads))
+        kv = (self._heads(self._linear(h, w["k"], w["k_bias"]), c.num_kv_heads, cos, sin),
+              self._heads(self._linear(h, w["v"], w["v_bias"]), c.num_kv_heads))
+        return (self._queries(h, w, cos, sin),) + kv if queries else kv
+
+    def _queries(self, h, w: dict, cos, sin):
+        """Rotated queries ``(B, heads, T, D)`` of the normalised tokens ``h``."""
+        return self._heads(self._linear(h, w["q"], w["q_bias"]), self.config.num_heads, cos, sin)
 
     def _mlp(self, x, attn, w: dict):
         """The rest of a layer for the tokens ``x``: attention's output projection, then the MLP."""

@@ -239,7 +239,7 @@ def _attend(backend, q, k, v, visible, masked, bias, shift: bool):
         bias = None if bias is None else _keys_first(xp, bias, kv_heads, group)
         visible = None if visible is None else _keys_first(xp, visible, kv_heads, group)
     else:
-        scores = _transposed_copy(xp, k @ _transposed_copy(xp, qg))
+        scores = _c_order(xp, xp.matrix_transpose(k @ _c_order(xp, xp.matrix_transpose(qg))))
         scores, axis = xp.reshape(scores, (batch, q_heads, q_len, k_len)), 3
     if bias is not None:
         scores = scores + bias * LOG2_E  # into base 2 as the scores
@@ -250,9 +250,7 @@ def _attend(backend, q, k, v, visible, masked, bias, shift: bool):
         # C order, as the scores are (a keys-first mask is a transposed view, and where()
         # would keep that layout: the addition would then stride across memory).
         zero = xp.zeros((), dtype=scores.dtype)
-        addend = xp.empty(tuple(visible.shape), dtype=scores.dtype)
-        addend[...] = xp.where(visible, zero, zero - math.inf)
-        scores[(slice(None),) * axis + (slice(lo, hi), ...)] += addend
+        scores[(slice(None),) * axis + (slice(lo, hi), ...)] += _c_order(xp, xp.where(visible, zero, zero - math.inf))
     peak = None
     if shift:
         peak = xp.max(scores, axis=axis, keepdims=True)
@@ -267,10 +265,11 @@ def _attend(backend, q, k, v, visible, masked, bias, shift: bool):
     return xp.reshape(weights @ v, (batch, q_heads, q_len, v.shape[-1])) / total
 
 
-def _transposed_copy(xp, x):
-    """``x`` with its last two axes swapped, as a new C-contiguous array."""
-    out = xp.empty(tuple(x.shape[:-2]) + (x.shape[-1], x.shape[-2]), dtype=x.dtype)
-    out[...] = xp.matrix_transpose(x)
+def _c_order(xp, x):
+    """``x`` copied into a new C-contiguous array (a transposed view, or what ``where()`` and
+    arithmetic make of one, keeps its strided layout otherwise)."""
+    out = xp.empty(tuple(x.shape), dtype=x.dtype)
+    out[...] = x
     return out
 
 
