@@ -87,13 +87,45 @@ class PeerBeams:
         self.run()
 
 
-class PeerGenerateLlama:
-    """Tokens per second of lucid and transformers on one Llama checkpoint (written by transformers).
+def _llama_runs(batch, prompt):
+    """``{"lucid": run, "transformers": run}``: 32 greedy tokens after a ``batch`` x ``prompt``
+    prompt, prefill included, float32, on one Llama checkpoint written by transformers; lucid on
+    NumPy with a DynamicKVCache, transformers' ``generate`` on torch CPU with as many threads."""
+    import os
+    import tempfile
 
-    32 greedy tokens after the prompt, prefill included, float32; lucid on NumPy with a
-    DynamicKVCache, transformers' ``generate`` on torch CPU with as many threads. See
-    ``benchmarks/llama_vs_transformers.py`` for the same rows as a table with a profile.
-    """
+    import numpy as np
+
+    from lucid.generation import generate
+    from lucid.models import load_pretrained
+
+    torch, transformers = _import()
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=2048, hidden_size=256, intermediate_size=688,
+                                      num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
+                                      max_position_embeddings=2048, eos_token_id=None, bos_token_id=None,
+                                      pad_token_id=0)
+    reference = transformers.LlamaForCausalLM(config).eval()
+    reference.generation_config.eos_token_id = None
+    ids = np.random.default_rng(0).integers(1, 2048, size=(batch, prompt))
+    tensor = torch.tensor(ids)
+    directory = tempfile.mkdtemp()
+    reference.save_pretrained(directory)
+    model = load_pretrained(directory)
+
+    def theirs():
+        with torch.no_grad():
+            reference.generate(tensor, max_new_tokens=32, do_sample=False)
+
+    return {"lucid": lambda: generate(model, ids, 32, cache="dynamic"), "transformers": theirs}
+
+
+class PeerGenerateLlama:
+    """Seconds for lucid and for transformers to generate on one Llama checkpoint (see
+    ``_llama_runs``; ``benchmarks/llama_vs_transformers.py`` gives the same rows as a table with
+    a profile). Each implementation is timed on its own: for their ratio, read
+    ``PeerGenerateLlamaRatio``, which takes both in turns."""
 
     params = [["lucid", "transformers"], [1, 8], [128, 1024]]
     param_names = ["implementation", "batch", "prompt"]
@@ -103,38 +135,43 @@ class PeerGenerateLlama:
     timeout = 600
 
     def setup(self, implementation, batch, prompt):
-        import os
-        import tempfile
-
-        import numpy as np
-
-        torch, transformers = _import()
-        torch.set_num_threads(os.cpu_count())
-        torch.manual_seed(0)
-        config = transformers.LlamaConfig(vocab_size=2048, hidden_size=256, intermediate_size=688,
-                                          num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
-                                          max_position_embeddings=2048, eos_token_id=None, bos_token_id=None,
-                                          pad_token_id=0)
-        reference = transformers.LlamaForCausalLM(config).eval()
-        reference.generation_config.eos_token_id = None
-        ids = np.random.default_rng(0).integers(1, 2048, size=(batch, prompt))
-        if implementation == "transformers":
-            tensor = torch.tensor(ids)
-
-            def run():
-                with torch.no_grad():
-                    reference.generate(tensor, max_new_tokens=32, do_sample=False)
-        else:
-            from lucid.generation import generate
-            from lucid.models import load_pretrained
-
-            directory = tempfile.mkdtemp()
-            reference.save_pretrained(directory)
-            model = load_pretrained(directory)
-
-            def run():
-                generate(model, ids, 32, cache="dynamic")
-        self.run = run
+        self.run = _llama_runs(batch, prompt)[implementation]
 
     def time_generate_32_tokens(self, *params):
         self.run()
+
+
+class PeerGenerateLlamaRatio:
+    """lucid's tokens per second over transformers' on one Llama checkpoint (see ``_llama_runs``),
+    the goal's figure (1.5 or more), measured in one run.
+
+    The two are timed in turns, 5 calls each after one warm-up call each, with a pause between
+    calls (torch's threads spin for a while after a call), and the ratio of their medians is
+    recorded. Timed apart, as ``PeerGenerateLlama`` does, they would fall on different moments
+    of a machine whose speed drifts, and their ratio with them.
+    """
+
+    params = [[1, 8], [128, 1024]]
+    param_names = ["batch", "prompt"]
+    unit = "lucid / transformers tokens per second"
+    timeout = 600
+    turns = 5
+
+    def setup(self, batch, prompt):
+        self.runs = _llama_runs(batch, prompt)
+        for run in self.runs.values():
+            run()
+
+    def track_tokens_per_second_ratio(self, *params):
+        import statistics
+        import time
+
+        times = {name: [] for name in self.runs}
+        for turn in range(self.turns):
+            order = list(self.runs) if turn % 2 == 0 else list(reversed(self.runs))
+            for name in order:
+                time.sleep(0.2)
+                start = time.perf_counter()
+                self.runs[name]()
+                times[name].append(time.perf_counter() - start)
+        return statistics.median(times["transformers"]) / statistics.median(times["lucid"])
