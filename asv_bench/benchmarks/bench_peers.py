@@ -1,7 +1,8 @@
-"""transformers' DynamicCache and StaticCache on torch CPU, for the same workloads.
+"""transformers on torch CPU for the same workloads as lucid: its DynamicCache and StaticCache,
+and whole-model generation on one Llama checkpoint.
 
 Runs only where ``torch`` and ``transformers`` import (``pip install -e ".[compare]"``);
-asv skips it otherwise. Compare with bench_cache.DecodeStep (numpy, B1-H8-D64,
+asv skips it otherwise. Compare the caches with bench_cache.DecodeStep (numpy, B1-H8-D64,
 float32; transformers' StaticCache is given ``cache_position`` every step, as models do)
 and bench_cache.Beams.
 """
