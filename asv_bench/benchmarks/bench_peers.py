@@ -88,10 +88,22 @@ class PeerBeams:
         self.run()
 
 
+def _scripts():
+    """The repository's ``benchmarks/`` scripts, importable: the Llama checkpoint and the timing
+    in turns are theirs (asv reads this suite from the working tree, beside them)."""
+    import pathlib
+    import sys
+
+    scripts = str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+
+
 def _llama_runs(batch, prompt):
     """``{"lucid": run, "transformers": run}``: 32 greedy tokens after a ``batch`` x ``prompt``
-    prompt, prefill included, float32, on one Llama checkpoint written by transformers; lucid on
-    NumPy with a DynamicKVCache, transformers' ``generate`` on torch CPU with as many threads."""
+    prompt, prefill included, float32, on the Llama checkpoint of
+    ``benchmarks/llama_vs_transformers.py`` (written by transformers); lucid on NumPy with a
+    DynamicKVCache, transformers' ``generate`` on torch CPU with as many threads."""
     import os
     import tempfile
 
@@ -101,19 +113,15 @@ def _llama_runs(batch, prompt):
     from lucid.models import load_pretrained
 
     torch, transformers = _import()
+    _scripts()
+    from llama_vs_transformers import build_checkpoint
+
     torch.set_num_threads(os.cpu_count())
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=2048, hidden_size=256, intermediate_size=688,
-                                      num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
-                                      max_position_embeddings=2048, eos_token_id=None, bos_token_id=None,
-                                      pad_token_id=0)
-    reference = transformers.LlamaForCausalLM(config).eval()
-    reference.generation_config.eos_token_id = None
+    directory = tempfile.mkdtemp()
+    reference = build_checkpoint(directory, torch, transformers)
+    model = load_pretrained(directory)
     ids = np.random.default_rng(0).integers(1, 2048, size=(batch, prompt))
     tensor = torch.tensor(ids)
-    directory = tempfile.mkdtemp()
-    reference.save_pretrained(directory)
-    model = load_pretrained(directory)
 
     def theirs():
         with torch.no_grad():
@@ -164,15 +172,8 @@ class PeerGenerateLlamaRatio:
             run()
 
     def track_tokens_per_second_ratio(self, *params):
-        import statistics
-        import time
+        _scripts()
+        from timing import interleaved_medians
 
-        times = {name: [] for name in self.runs}
-        for turn in range(self.turns):
-            order = list(self.runs) if turn % 2 == 0 else list(reversed(self.runs))
-            for name in order:
-                time.sleep(0.2)
-                start = time.perf_counter()
-                self.runs[name]()
-                times[name].append(time.perf_counter() - start)
-        return statistics.median(times["transformers"]) / statistics.median(times["lucid"])
+        times = interleaved_medians(self.runs, self.turns)
+        return times["transformers"] / times["lucid"]
