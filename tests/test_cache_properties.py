@@ -129,3 +129,34 @@ def test_random_operations_match_reference(backend_name, kind, data):
             cache.reset()
             model.reset()
         assert_same(cache, model)
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+@SETTINGS
+@given(data=st.data())
+def test_returned_tensors_a_caller_keeps_never_change(backend_name, kind, data):
+    # A decode step may hand back the Tensor objects of the step before when the caller has
+    # dropped them; the ones a caller keeps (both, or just one of the two) must keep their shape
+    # and contents, through the dynamic layer's growth (past 256 positions) too.
+    cache = nn.DynamicKVCache() if kind == "dynamic" else nn.StaticKVCache(max_cache_len=300, num_layers=1)
+
+    def token(position, n_tokens=1):
+        column = np.arange(position, position + n_tokens, dtype=np.float32)[None, None, :, None]
+        return (on_backend(np.broadcast_to(column, (1, H, n_tokens, DK))),
+                on_backend(np.broadcast_to(-column, (1, H, n_tokens, DV))))
+
+    length = data.draw(st.sampled_from([1, 5, 250, 254]))
+    cache.update(*token(0, length), 0)
+    kept = []
+    for step in range(length, length + data.draw(st.integers(1, 12))):
+        k_out, v_out = cache.update(*token(step), 0, cache_position=data.draw(st.sampled_from([None, [step]])))
+        keep = data.draw(st.sampled_from(["none", "none", "keys", "values", "both"]))
+        if keep in ("keys", "both"):
+            kept.append((k_out, step, DK, 1))
+        if keep in ("values", "both"):
+            kept.append((v_out, step, DV, -1))
+        del k_out, v_out
+    for tensor, last, dim, sign in kept:
+        assert tensor.shape == (1, H, last + 1, dim)
+        want = sign * np.broadcast_to(np.arange(last + 1, dtype=np.float32)[:, None], (last + 1, dim))
+        np.testing.assert_array_equal(tensor.numpy()[0, 0], want)

@@ -198,10 +198,14 @@ class KVCache(Cache):
         >>> cache.get_seq_length(0)
         4
         """
-        if type(layer_idx) is int and 0 <= layer_idx < len(self.layers):
-            layer = self.layers[layer_idx]
-            if layer.written:  # the layer checks the rest (and has a fast path for decode steps)
-                return layer.update(key, value, cache_position)
+        if type(layer_idx) is int and layer_idx >= 0:
+            try:
+                layer = self.layers[layer_idx]
+            except IndexError:
+                pass
+            else:
+                if layer.written:  # the layer checks the rest (and has a fast path for decode steps)
+                    return layer.update(key, value, cache_position)
         return self._update_checked(key, value, layer_idx, cache_position)
 
     def _update_checked(self, key, value, layer_idx, cache_position):

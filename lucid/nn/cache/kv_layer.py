@@ -12,6 +12,7 @@ leaves the layer exactly as it was.
 from __future__ import annotations
 
 import abc
+import sys
 from typing import Callable
 
 import backends
@@ -22,6 +23,24 @@ from .cache_layer import CacheLayer, Spec, as_arrays, nothing
 
 _wrap = Tensor.wrap
 _new_object = object.__new__
+_refcount = getattr(sys, "getrefcount", lambda obj: 0)
+
+
+def _references_when_unshared() -> int:
+    """What ``sys.getrefcount`` answers, in the fast path's own code shape, for an object that
+    only an attribute of the layer and the fast path's local variable hold; -1 where the
+    interpreter keeps no reference counts (the returned tensors are then never reused)."""
+
+    class Holder:
+        pass
+
+    holder = Holder()
+    holder.out = object()
+    out = holder.out
+    return _refcount(out) if sys.implementation.name == "cpython" else -1
+
+
+_UNSHARED = _references_when_unshared()
 
 
 class KVLayer(CacheLayer):
@@ -66,6 +85,7 @@ class KVLayer(CacheLayer):
         # The fast path's checks, copied out of the spec: one token of exactly this shape,
         # dtype and array type may be appended without further checks.
         self._step_k = self._step_v = self._dtype = self._type = self._backend = None
+        self._out_k = self._out_v = None
 
     # -- policy ----------------------------------------------------------
     @abc.abstractmethod
@@ -153,17 +173,26 @@ class KVLayer(CacheLayer):
                          and cache_position[0] == start and type(cache_position[0]) is int)
                      or is_next(cache_position, start, 1))):
             end = start + 1
-            keys, values, backend = self.keys, self.values, self._backend
+            keys, values = self.keys, self.values
             keys[..., start:end, :] = k
             values[..., start:end, :] = v
             self.length = end
-            # Two Tensor views, built as Tensor.wrap does, without its call overhead.
+            # The tensors returned last time, when nobody else holds them any more (a model
+            # drops them after its attention), are reused: no one can see the change. Else
+            # two new ones, built as Tensor.wrap does, without its call overhead.
+            out_k, out_v = self._out_k, self._out_v
+            if _refcount(out_k) == _UNSHARED and _refcount(out_v) == _UNSHARED:
+                out_k.array = keys[..., :end, :]
+                out_v.array = values[..., :end, :]
+                return out_k, out_v
+            backend = self._backend
             out_k = _new_object(Tensor)
             out_k.array = keys[..., :end, :]
             out_k.backend = backend
             out_v = _new_object(Tensor)
             out_v.array = values[..., :end, :]
             out_v.backend = backend
+            self._out_k, self._out_v = out_k, out_v
             return out_k, out_v
         return self._update_checked(key, value, cache_position)
 
@@ -238,6 +267,7 @@ class KVLayer(CacheLayer):
 
     def _commit(self, spec: Spec, keys, values, capacity: int, length: int) -> None:
         self.keys, self.values, self.capacity, self.length = keys, values, capacity, length
+        self._out_k = self._out_v = None
         self._spec = spec
         self._step_k, self._step_v, self._dtype = spec.step_k, spec.step_v, spec.dtype
         self._type, self._backend = spec.array_type, spec.backend
