@@ -7,7 +7,8 @@ inside one call where one step is too short to time.
 """
 import lucid
 
-from .common import BACKENDS, DTYPES, SHAPES, Floor, filled_cache, new_cache, run_steps, sync, tokens, use_backend
+from .common import (BACKENDS, DTYPES, SHAPES, Floor, filled_cache, new_cache, raw, run_steps, sync, tokens,
+                     use_backend)
 
 STEPS = 1000  # decode steps per timed call: one step (about 2 us) is too short to time alone
 
@@ -19,9 +20,10 @@ def _decode_steps(backend, cache, shape, dtype, length, cache_position):
     prefill = tokens(shape, length, dtype)
     capacity = length + STEPS + 1
     if cache == "floor":
-        target = Floor(k, capacity)
+        kd, vd, prefill = raw(k), raw(v), raw(prefill)
+        target = Floor(kd, capacity)
         target.update(prefill, prefill)
-        return lambda t: target.update(k, v)
+        return lambda t: target.update(kd, vd)
     target = new_cache(cache, capacity)
     target.update(prefill, prefill, 0)
     update = target.update
@@ -102,6 +104,8 @@ class Prefill:
         use_backend(backend)
         self.k, self.v = tokens(shape, 1024, dtype), tokens(shape, 1024, dtype)
         self.cache = cache
+        if cache == "floor":
+            self.k, self.v = raw(self.k), raw(self.v)
 
     def time_prefill(self, *params):
         if self.cache == "floor":
@@ -222,6 +226,8 @@ class FullDecode:
         use_backend(backend)
         self.k = tokens("B1-H8-D64", 1)
         self.cache = cache
+        if cache == "floor":
+            self.k = raw(self.k)
 
     def _decode(self):
         if self.cache == "floor":

@@ -2,7 +2,7 @@
 import lucid
 import lucid.nn as nn
 
-from .common import BACKENDS, Floor, run_steps, sync, tokens, use_backend
+from .common import BACKENDS, Floor, raw, run_steps, sync, tokens, use_backend
 
 STEPS = 1000
 
@@ -26,9 +26,10 @@ class SlidingWindowStep:
         k = tokens("B1-H8-D64", 1)
         prefill = tokens("B1-H8-D64", 1024)
         if cache == "floor":
-            target = Floor(k, 1024 + STEPS + 1)
-            target.update(prefill, prefill)
-            self.step = lambda t: target.update(k, k)
+            kd = raw(k)
+            target = Floor(kd, 1024 + STEPS + 1)
+            target.update(raw(prefill), raw(prefill))
+            self.step = lambda t: target.update(kd, kd)
         else:
             target = nn.SlidingWindowKVCache(window)
             target.update(prefill, prefill, 0)
