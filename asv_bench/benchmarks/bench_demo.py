@@ -9,7 +9,7 @@ import lucid
 from lucid.generation import generate
 from lucid.models import LlamaConfig, LlamaModel
 
-from .common import BACKENDS, raw, sync, use_backend
+from .common import BACKENDS, sync, use_backend
 
 NEW_TOKENS = 64
 
@@ -19,6 +19,7 @@ class FloorCache:
 
     def __init__(self, num_layers, capacity):
         self.capacity, self.layers, self.lengths = capacity, [None] * num_layers, [0] * num_layers
+        self.backend = lucid.get_backend()
 
     def get_seq_length(self, layer_idx=0):
         return self.lengths[layer_idx]
@@ -27,7 +28,7 @@ class FloorCache:
         return lucid.arange(self.lengths[layer_idx])
 
     def update(self, key, value, layer_idx, cache_position=None):
-        k, v = raw(key), raw(value)
+        k, v = key.array, value.array  # the model passes lucid Tensors
         if self.layers[layer_idx] is None:
             xp = lucid.get_backend().xp
             shape = tuple(k.shape[:-2]) + (self.capacity, k.shape[-1])
@@ -37,7 +38,8 @@ class FloorCache:
         keys[..., start:end, :] = k
         values[..., start:end, :] = v
         self.lengths[layer_idx] = end
-        return lucid.Tensor(keys[..., :end, :]), lucid.Tensor(values[..., :end, :])
+        wrap = lucid.Tensor.wrap
+        return wrap(keys[..., :end, :], self.backend), wrap(values[..., :end, :], self.backend)
 
     def nbytes(self):
         return 0
