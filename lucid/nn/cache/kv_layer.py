@@ -28,8 +28,9 @@ _refcount = getattr(sys, "getrefcount", lambda obj: 0)
 
 def _references_when_unshared() -> int:
     """What ``sys.getrefcount`` answers, in the fast path's own code shape, for an object that
-    only an attribute of the layer and the fast path's local variable hold; -1 where the
-    interpreter keeps no reference counts (the returned tensors are then never reused)."""
+    only an attribute of the layer and the fast path's local variable hold; -1 (the returned
+    tensors are then never reused) where that answer is not known to be exact: outside CPython,
+    and from CPython 3.14 on, whose compiler may pass a local to a call without counting it."""
 
     class Holder:
         pass
@@ -37,7 +38,8 @@ def _references_when_unshared() -> int:
     holder = Holder()
     holder.out = object()
     out = holder.out
-    return _refcount(out) if sys.implementation.name == "cpython" else -1
+    known = sys.implementation.name == "cpython" and sys.version_info < (3, 14)
+    return _refcount(out) if known else -1
 
 
 _UNSHARED = _references_when_unshared()
@@ -154,7 +156,7 @@ class KVLayer(CacheLayer):
         :func:`~lucid.nn.cache.arguments.is_next`), with room left, is written after a few
         identity and shape comparisons. Anything else goes through every check. The fast path
         hands back the two ``Tensor`` objects of the step before, holding the new views, when
-        nothing else references them any more (CPython's reference count tells), which saves
+        nothing else references them any more (CPython's reference count tells, before 3.14), which saves
         creating and freeing two objects a step; a tensor the caller kept never changes.
 
         Examples
