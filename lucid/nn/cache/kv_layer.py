@@ -156,8 +156,9 @@ class KVLayer(CacheLayer):
         :func:`~lucid.nn.cache.arguments.is_next`), with room left, is written after a few
         identity and shape comparisons. Anything else goes through every check. The fast path
         hands back the two ``Tensor`` objects of the step before, holding the new views, when
-        nothing else references them any more (CPython's reference count tells, before 3.14), which saves
-        creating and freeing two objects a step; a tensor the caller kept never changes.
+        nothing else references them any more (CPython's reference count tells, before 3.14),
+        which saves creating and freeing two objects a step; a tensor the caller kept never
+        changes.
 
         Examples
         --------
