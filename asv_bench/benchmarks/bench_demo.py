@@ -30,7 +30,7 @@ class FloorCache:
     def update(self, key, value, layer_idx, cache_position=None):
         k, v = key.array, value.array  # the model passes lucid Tensors
         if self.layers[layer_idx] is None:
-            xp = lucid.get_backend().xp
+            xp = self.backend.xp
             shape = tuple(k.shape[:-2]) + (self.capacity, k.shape[-1])
             self.layers[layer_idx] = (xp.zeros(shape, dtype=k.dtype), xp.zeros(shape, dtype=k.dtype))
         keys, values = self.layers[layer_idx]
