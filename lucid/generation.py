@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import nn
+from .nn.cache.arguments import check_int
 
 
 @dataclass
@@ -23,8 +24,11 @@ class Generation:
 CACHE_KINDS = ("dynamic", "static", "sliding", "quantized-8", "quantized-4", "hybrid", "none")
 
 
-def make_cache(kind: str, model, max_len: int):
+def make_cache(kind: str, model, max_len: int, max_batch: int | None = None):
     """A fresh cache of ``kind`` (one of :data:`CACHE_KINDS`) for ``model``.
+
+    ``static`` allocates ``max_len`` positions and, when ``max_batch`` is given, that many
+    batch rows (so that beam search grows the batch in place).
 
     ``sliding`` gives every layer the model's sliding window; ``hybrid`` gives each layer the
     kind its attention needs (a sliding window for ``"sliding"`` layers, a dynamic layer for
@@ -43,7 +47,7 @@ def make_cache(kind: str, model, max_len: int):
     if kind == "dynamic":
         return nn.DynamicKVCache()
     if kind == "static":
-        return nn.StaticKVCache(max_cache_len=max_len, num_layers=c.num_layers)
+        return nn.StaticKVCache(max_cache_len=max_len, num_layers=c.num_layers, max_batch_size=max_batch)
     if kind == "sliding":
         return nn.SlidingWindowKVCache(c.sliding_window, sink_tokens=c.sink_tokens)
     if kind in ("quantized-8", "quantized-4"):
@@ -79,7 +83,8 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
     ``cache="none"`` recomputes the full sequence at every step: the reference the cached
     runs must match. With ``num_beams > 1`` the prompt is prefilled once per batch row, then
     ``batch_repeat_interleave`` expands the cache and ``reorder_cache`` follows the
-    surviving beams.
+    surviving beams (a static cache made here reserves the beams' rows at its first write,
+    so neither allocates).
 
     Examples
     --------
@@ -95,10 +100,14 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
     """
     prompt = np.asarray(prompt, dtype=np.int64)
     batch, prompt_len = prompt.shape
+    num_beams = check_int(num_beams, "num_beams", minimum=1)
     if not isinstance(cache, str) and cache.get_seq_length(0) >= prompt_len:
         raise ValueError(f"the cache already holds {cache.get_seq_length(0)} positions; it may hold at most a "
                          f"prefix of the prompt ({prompt_len} tokens) shorter than it")
-    kv = make_cache(cache, model, prompt_len + max_new_tokens) if isinstance(cache, str) else cache
+    if isinstance(cache, str):
+        kv = make_cache(cache, model, prompt_len + max_new_tokens, batch * num_beams)
+    else:
+        kv = cache
     result = Generation(tokens=prompt)
     beam_scores = None
     for step in range(max_new_tokens):

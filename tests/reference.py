@@ -7,9 +7,14 @@ import numpy as np
 
 
 class ReferenceCache:
-    def __init__(self, max_cache_len=None):
+    def __init__(self, max_cache_len=None, max_batch_size=None):
         self.max_cache_len = max_cache_len
+        self.max_batch_size = max_batch_size
         self.layers = {}  # layer_idx -> [keys, values]
+
+    def _check_batch(self, batch):
+        if self.max_batch_size is not None and batch > self.max_batch_size:
+            raise ValueError("past max_batch_size")
 
     def batch(self):
         return next((k.shape[0] for k, _ in self.layers.values()), None)
@@ -17,6 +22,7 @@ class ReferenceCache:
     def update(self, k, v, layer_idx, positions):
         """``positions``: None (append) or an int / list / list of lists of ints."""
         batch, n_tokens = k.shape[0], k.shape[-2]
+        self._check_batch(batch)
         old = self.layers.get(layer_idx)
         length = 0 if old is None else old[0].shape[-2]
         if positions is None:
@@ -42,6 +48,8 @@ class ReferenceCache:
         self.layers[layer_idx] = [keys, values]
 
     def select(self, rows):
+        if self.layers:
+            self._check_batch(len(rows))
         for layer in self.layers.values():
             layer[0] = layer[0][list(rows)]
             layer[1] = layer[1][list(rows)]

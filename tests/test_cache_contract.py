@@ -333,3 +333,53 @@ def test_static_reset_releases_buffers_that_do_not_fit_the_next_batch(backend_na
     cache.reset()
     cache.update(*kv(b=4, d=8, t=1), 0)  # other head size on layer 0 only
     assert cache.nbytes() == 2 * one_batch + 2 * one_batch // 2
+
+
+def test_static_max_batch_size_grows_and_shrinks_the_batch_in_place(backend_name):
+    cache = nn.StaticKVCache(max_cache_len=8, num_layers=2, max_batch_size=4)
+    k, v = kv(b=1, t=5)
+    for layer in range(2):
+        cache.update(k, v, layer)
+    held = cache.nbytes()
+    assert held == 4 * 8 * 3 * (4 + 4) * 4 * 2  # four rows allocated at the first write, two layers
+    before = cache.layers[0].keys
+    cache.batch_repeat_interleave(4)
+    assert cache.batch_size() == 4 and cache.nbytes() == held
+    if backend_name == "numpy":  # the same memory, not a new allocation of the same size
+        assert np.shares_memory(cache.layers[0].keys, before)
+    np.testing.assert_array_equal(cache.get(1)[0].numpy(), np.repeat(k.numpy(), 4, axis=0))
+    step_k, step_v = kv(b=4, t=1)
+    cache.update(step_k, step_v, 0, cache_position=[5])
+    want = np.concatenate([np.repeat(k.numpy(), 4, axis=0), step_k.numpy()], axis=2)
+    cache.reorder_cache([3, 1, 0, 2])
+    np.testing.assert_array_equal(cache.get(0)[0].numpy(), want[[3, 1, 0, 2]])
+    cache.batch_select_indices([2, 2])
+    np.testing.assert_array_equal(cache.get(0)[0].numpy(), want[[0, 0]])
+    assert cache.batch_size() == 2 and cache.nbytes() == held
+    cache.reset()
+    cache.update(*kv(b=3, t=1), 0)  # any batch up to max_batch_size reuses the kept rows
+    assert cache.nbytes() == held
+    if backend_name == "numpy":
+        assert np.shares_memory(cache.layers[0].keys, before)
+
+
+def test_static_batch_past_max_batch_size_is_a_clear_error_and_changes_nothing(backend_name):
+    cache = nn.StaticKVCache(max_cache_len=8, num_layers=2, max_batch_size=4)
+    with pytest.raises(ValueError, match="a batch of 5 rows does not fit max_batch_size=4"):
+        cache.update(*kv(b=5), 0)
+    assert cache.get(0) is None and cache.nbytes() == 0
+    cache.update(*kv(b=2, t=3), 0)
+    cache.update(*kv(b=2, t=2), 1)
+    before = snapshot(cache)
+    for call, argument in ((lambda: cache.batch_repeat_interleave(3), "repeats=3"),
+                           (lambda: cache.batch_select_indices([0, 1, 1, 0, 0]), "indices of length 5"),
+                           (lambda: cache.reorder_cache([0] * 6), "beam_idx of length 6")):
+        with pytest.raises(ValueError, match=re.escape(argument) + ": a batch of .* rows does not fit max_batch_size=4"):
+            call()
+        assert_unchanged(before, cache)
+
+
+@pytest.mark.parametrize("value, error", [(0, ValueError), (2.0, TypeError), (-1, ValueError)])
+def test_static_max_batch_size_is_checked(value, error):
+    with pytest.raises(error, match="max_batch_size must be an int"):
+        nn.StaticKVCache(8, 2, max_batch_size=value)

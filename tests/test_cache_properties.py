@@ -16,10 +16,32 @@ MAX_LEN = 8  # static capacity; positions go up to 10 so overflows get exercised
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+MAX_BATCH = 4  # "static-rows": batch rows reserved; larger batches get exercised too
+
+KINDS = ["dynamic", "static", "static-rows"]
+
+
 def make(kind):
     if kind == "dynamic":
         return nn.DynamicKVCache(), ReferenceCache()
+    if kind == "static-rows":
+        return (nn.StaticKVCache(max_cache_len=MAX_LEN, num_layers=NUM_LAYERS, max_batch_size=MAX_BATCH),
+                ReferenceCache(MAX_LEN, MAX_BATCH))
     return nn.StaticKVCache(max_cache_len=MAX_LEN, num_layers=NUM_LAYERS), ReferenceCache(MAX_LEN)
+
+
+def expect_same_outcome(model_call, cache_call, cache, before):
+    """Run the reference's call, then the cache's: both succeed, or both raise ValueError and
+    the cache is unchanged. Answers whether they succeeded."""
+    try:
+        model_call()
+    except ValueError:
+        with pytest.raises(ValueError):
+            cache_call()
+        assert_same_snapshot(before, snapshot(cache, NUM_LAYERS))
+        return False
+    cache_call()
+    return True
 
 
 def assert_same(cache, model):
@@ -73,7 +95,7 @@ def draw_positions(data, batch, n_tokens, length):
     return as_form(data, rows), rows
 
 
-@pytest.mark.parametrize("kind", ["dynamic", "static"])
+@pytest.mark.parametrize("kind", KINDS)
 @SETTINGS
 @given(data=st.data())
 def test_random_operations_match_reference(backend_name, kind, data):
@@ -84,7 +106,7 @@ def test_random_operations_match_reference(backend_name, kind, data):
         batch = model.batch()
         before = snapshot(cache, NUM_LAYERS)
         if op == "update":
-            b = batch or data.draw(st.integers(1, 3))
+            b = batch or data.draw(st.integers(1, 5))
             n_tokens = data.draw(st.integers(1, 3))
             if data.draw(st.booleans()):
                 n_tokens = 1  # the decode step
@@ -96,31 +118,31 @@ def test_random_operations_match_reference(backend_name, kind, data):
             pos_tensor, pos = draw_positions(data, b, n_tokens, length)
             if isinstance(pos, int) and n_tokens != 1:
                 pos_tensor, pos = None, None
-            try:
-                model.update(k, v, layer, pos)
-            except ValueError:
-                with pytest.raises(ValueError):
-                    cache.update(on_backend(k), on_backend(v), layer, cache_position=pos_tensor)
-                assert_same_snapshot(before, snapshot(cache, NUM_LAYERS))
+            out = []
+            if not expect_same_outcome(
+                    lambda: model.update(k, v, layer, pos),
+                    lambda: out.extend(cache.update(on_backend(k), on_backend(v), layer, cache_position=pos_tensor)),
+                    cache, before):
                 continue
-            k_out, v_out = cache.update(on_backend(k), on_backend(v), layer, cache_position=pos_tensor)
-            np.testing.assert_array_equal(k_out.numpy(), model.layers[layer][0])
-            np.testing.assert_array_equal(v_out.numpy(), model.layers[layer][1])
+            np.testing.assert_array_equal(out[0].numpy(), model.layers[layer][0])
+            np.testing.assert_array_equal(out[1].numpy(), model.layers[layer][1])
         elif op == "select":
             if batch is None:
                 cache.batch_select_indices([0])  # no-op on an empty cache
             else:
-                rows = data.draw(st.lists(st.integers(0, batch - 1), min_size=1, max_size=4))
+                rows = data.draw(st.lists(st.integers(0, batch - 1), min_size=1, max_size=5))
                 method = data.draw(st.sampled_from([cache.batch_select_indices, cache.reorder_cache]))
-                method(lucid.Tensor(rows, dtype=lucid.Int32))
-                model.select(rows)
+                expect_same_outcome(lambda: model.select(rows),
+                                    lambda: method(lucid.Tensor(rows, dtype=lucid.Int32)), cache, before)
         elif op == "repeat":
             repeats = data.draw(st.integers(1, 3))
             if batch is not None and batch * repeats > 6:
                 continue
-            cache.batch_repeat_interleave(repeats)
-            if batch is not None:
-                model.repeat(repeats)
+            if batch is None:
+                cache.batch_repeat_interleave(repeats)  # no-op on an empty cache
+            else:
+                expect_same_outcome(lambda: model.repeat(repeats),
+                                    lambda: cache.batch_repeat_interleave(repeats), cache, before)
         elif op == "crop":
             m = data.draw(st.integers(0, 10))
             cache.crop(m)

@@ -88,6 +88,21 @@ def test_repeat_that_runs_out_of_memory_on_the_second_layer_changes_no_layer():
     """)
 
 
+def test_in_place_reorder_that_runs_out_of_memory_copying_rows_aside_changes_nothing():
+    # With max_batch_size the rows are rearranged in place; a swap first copies one row aside
+    # (about 20 MB for the keys, as much for the values): room for the keys' copy only.
+    run_case("""
+        cache = nn.StaticKVCache(max_cache_len=10_000, num_layers=2, max_batch_size=4)
+        for layer in range(2):
+            cache.update(lucid.randn(2, 8, 10_000, 64), lucid.randn(2, 8, 10_000, 64), layer)
+        before = snapshot(cache)
+        assert fails_with_memory_error(lambda: cache.reorder_cache([1, 0]), 30 * 2**20)
+        assert_unchanged(before, cache)
+        cache.reorder_cache([1, 0])  # without the cap it works
+        np.testing.assert_array_equal(cache.get(1)[0].numpy()[0], before[2][0][1])
+    """)
+
+
 def test_encoder_decoder_batch_op_that_fails_in_either_cache_changes_neither():
     run_case("""
         for big_side in ("self", "cross"):

@@ -15,10 +15,12 @@ from .helpers import kv
 KINDS = {
     "dynamic": nn.DynamicKVCache,
     "static": lambda: nn.StaticKVCache(max_cache_len=32, num_layers=3),
+    "static-rows": lambda: nn.StaticKVCache(max_cache_len=32, num_layers=3, max_batch_size=4),
     "sliding": lambda: nn.SlidingWindowKVCache(4, sink_tokens=2),
     "quantized-4": lambda: nn.QuantizedKVCache(bits=4, group_size=2, residual_length=3),
     "quantized-8": lambda: nn.QuantizedKVCache(bits=8, group_size=4, residual_length=0),
-    "hybrid": lambda: nn.HybridKVCache([nn.SlidingWindowLayer(3), nn.DynamicLayer(), nn.QuantizedLayer(8, 4, 2)]),
+    "hybrid": lambda: nn.HybridKVCache([nn.SlidingWindowLayer(3), nn.StaticLayer(32, max_batch_size=4),
+                                        nn.QuantizedLayer(8, 4, 2)]),
 }
 
 

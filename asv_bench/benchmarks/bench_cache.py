@@ -153,9 +153,11 @@ class Beams:
 
     ``repeat``: expand to 4 beams; ``reorder``: reorder 4 beams (one step of beam search).
     The floor gathers the same rows of contiguous arrays holding just the live tokens.
+    ``static-4rows`` is the static cache made with ``max_batch_size=4``, as ``generate`` makes
+    it for beam search: the beams' rows exist before the repeat.
     """
 
-    params = [BACKENDS, ["floor", "dynamic", "static"], ["repeat", "reorder"]]
+    params = [BACKENDS, ["floor", "dynamic", "static", "static-4rows"], ["repeat", "reorder"]]
     param_names = ["backend", "cache", "operation"]
     number = 1  # each call changes the batch; asv re-runs setup before every timed call
     warmup_time = 0

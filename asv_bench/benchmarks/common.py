@@ -34,9 +34,11 @@ def tokens(shape, length, dtype="float32"):
 
 
 def new_cache(kind, capacity, num_layers=1):
+    """``kind``: "dynamic", "static", or "static-4rows" (a static cache with ``max_batch_size=4``)."""
     if kind == "dynamic":
         return nn.DynamicKVCache()
-    return nn.StaticKVCache(max_cache_len=capacity, num_layers=num_layers)
+    rows = 4 if kind == "static-4rows" else None
+    return nn.StaticKVCache(max_cache_len=capacity, num_layers=num_layers, max_batch_size=rows)
 
 
 def filled_cache(kind, num_layers=12, length=1024, batch_shape="B1-H8-D64"):

@@ -247,6 +247,20 @@ class CacheLayer(abc.ABC):
     def nbytes(self) -> int:
         """Bytes the layer really holds."""
 
+    def nbytes_for_batch(self, batch: int) -> int:
+        """Bytes the layer would hold with ``batch`` rows (``ValueError`` if it never can);
+        this is how batch operations check, before changing anything, that a batch can fit.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.SlidingWindowLayer(window=4)
+        >>> _ = layer.update(lucid.randn(1, 1, 3, 2), lucid.randn(1, 1, 3, 2))
+        >>> layer.nbytes_for_batch(2) == 2 * layer.nbytes()
+        True
+        """
+        return self.nbytes() // self.batch_size * batch
+
     @abc.abstractmethod
     def prepare_select(self, rows) -> Callable[[], None]:
         """Prepare to replace the batch by ``rows`` (validated host ints); return the commit."""

@@ -231,8 +231,10 @@ class KVCache(Cache):
     def _check_batch_fits(self, new_batch: int, argument: str) -> None:
         """A ``ValueError`` naming ``argument`` when a batch of ``new_batch`` rows could never fit."""
         written = self._written()
-        batch = written[0].batch_size
-        needed = sum(layer.nbytes() for layer in written) // batch * new_batch
+        try:
+            needed = sum(layer.nbytes_for_batch(new_batch) for layer in written)
+        except ValueError as exc:  # a layer that can never hold that batch
+            raise ValueError(f"{argument}: {exc}") from None
         total = written[0].backend.total_memory()
         if needed > total:
             raise ValueError(

@@ -2,8 +2,11 @@
 
 The buffers have shape ``(B, ..., capacity, D)`` with the sequence on axis -2. Slots
 ``[0, length)`` hold the layer's tokens (never-written slots among them are zeros); slots at
-and past ``length`` are scratch and never shown. Subclasses choose the capacity policy
-(:class:`~lucid.nn.DynamicLayer`, :class:`~lucid.nn.StaticLayer`); everything else lives here.
+and past ``length`` are scratch and never shown. Subclasses choose the capacity policy and the
+batch rows to allocate (:class:`~lucid.nn.DynamicLayer`, :class:`~lucid.nn.StaticLayer`);
+everything else lives here. A policy may allocate more rows than the batch holds: the buffers
+are then the first ``B`` rows of the allocation, and batch operations that stay within it run
+in place.
 
 Every change is prepared first (new buffers allocated, copies made) and committed after, by
 plain attribute assignments that cannot fail, so a call that raises, out of memory included,
@@ -80,6 +83,7 @@ class KVLayer(CacheLayer):
 
     def _release(self) -> None:
         self.keys = self.values = None
+        self._all_k = self._all_v = None  # the allocation: ``keys``/``values`` are its first B rows
         self.length = 0
         self.capacity = 0
         self.written = False
@@ -100,6 +104,19 @@ class KVLayer(CacheLayer):
         >>> nn.StaticLayer(16).capacity_for(5)
         16
         """
+
+    def rows_for(self, batch: int) -> int:
+        """Batch rows to allocate for a batch of ``batch`` (``ValueError`` if it can never fit).
+
+        ``batch`` here; a policy that reserves rows answers more.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticLayer(16, max_batch_size=4).rows_for(2)
+        4
+        """
+        return batch
 
     def shrunk_capacity(self, length: int) -> int | None:
         """The smaller capacity ``crop`` should move a layer of ``length`` positions to, or ``None``.
@@ -139,9 +156,22 @@ class KVLayer(CacheLayer):
         >>> layer.nbytes()  # 8 positions x (4 + 4) float32 values
         256
         """
-        if self.keys is None:
+        if self._all_k is None:
             return 0
-        return (self.keys.size + self.values.size) * self._spec.lucid_dtype.itemsize
+        return (self._all_k.size + self._all_v.size) * self._spec.lucid_dtype.itemsize
+
+    def nbytes_for_batch(self, batch: int) -> int:
+        """Bytes the layer would hold with ``batch`` rows (``ValueError`` if it never can).
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.StaticLayer(8, max_batch_size=4)
+        >>> _ = layer.update(lucid.randn(1, 1, 1, 4), lucid.randn(1, 1, 1, 4))
+        >>> layer.nbytes(), layer.nbytes_for_batch(3)  # four rows are allocated either way
+        (1024, 1024)
+        """
+        return self.nbytes() // self._all_k.shape[0] * self.rows_for(batch)
 
     # -- writing ---------------------------------------------------------
     def update(self, key, value, cache_position=None):
@@ -217,7 +247,9 @@ class KVLayer(CacheLayer):
             reason = f"cache_position up to {pos.hi - 1}"
             if pos.contiguous and pos.lo == live:
                 pos = None
-        keys, values, capacity = self._buffers_for(spec, hi, live, reason)
+        all_k, all_v, capacity = self._buffers_for(spec, hi, live, reason)
+        batch = spec.step_k[0]
+        keys, values = all_k[:batch, ...], all_v[:batch, ...]
         if pos is None:
             keys[..., lo:hi, :] = k
             values[..., lo:hi, :] = v
@@ -237,29 +269,43 @@ class KVLayer(CacheLayer):
                           backend.prepare_scatter(values, v, positions, pos.lo, pos.hi)]
                 for write in writes:
                     write()
-        self._commit(spec, keys, values, capacity, hi)
+        self._commit(spec, all_k, all_v, capacity, hi)
         return self.get()
 
+    def _fits(self, spec: Spec) -> bool:
+        """Whether the allocation held (written or kept by ``reset``) can take updates of ``spec``."""
+        old, batch = self._spec, spec.step_k[0]
+        return (old is not None and spec.same_layout(old.with_batch(batch))
+                and self.rows_for(batch) == self._all_k.shape[0])
+
     def _buffers_for(self, spec: Spec, needed: int, live: int, reason: str):
-        """Buffers with room for ``needed`` positions holding the ``live`` ones: the current
-        buffers when they fit, else new ones (not yet installed)."""
-        if needed <= self.capacity and spec.same_layout(self._spec):
-            return self.keys, self.values, self.capacity
+        """An allocation (every row of it) with room for ``needed`` positions holding the ``live``
+        ones: the current one when it fits, else a new one (not yet installed)."""
+        if needed <= self.capacity and self._fits(spec):
+            return self._all_k, self._all_v, self.capacity
         capacity = self.capacity_for(needed)
-        keys, values = self._allocate(spec, capacity, reason)
+        all_k, all_v = self._allocate(spec, capacity, reason)
+        batch = spec.step_k[0]
+        keys, values = all_k[:batch, ...], all_v[:batch, ...]
         if live:
             keys[..., :live, :] = self.keys[..., :live, :]
             values[..., :live, :] = self.values[..., :live, :]
-        # Touch the room past this write now: the decode steps that fill it then write to
-        # memory the OS has already mapped (no page faults there). [live, needed) is written
-        # by the caller (gaps in it zeroed there).
+        # Touch the room past this write now, and the reserved rows: the decode steps that fill
+        # it, and batch operations that grow into them, then write to memory the OS has already
+        # mapped (no page faults there). [live, needed) is written by the caller (gaps in it
+        # zeroed there).
         keys[..., needed:, :] = 0
         values[..., needed:, :] = 0
-        return keys, values, capacity
+        all_k[batch:, ...] = 0
+        all_v[batch:, ...] = 0
+        return all_k, all_v, capacity
 
     def _allocate(self, spec: Spec, capacity: int, reason: str):
-        """Two new buffers of ``capacity`` positions; ``ValueError`` if they could never fit."""
-        size = capacity * spec.bytes_per_position()
+        """A new allocation of ``capacity`` positions and the rows the policy asks for, keys and
+        values; ``ValueError`` if it could never fit."""
+        batch = spec.step_k[0]
+        rows = self.rows_for(batch)
+        size = capacity * spec.bytes_per_position() // batch * rows
         total = spec.backend.total_memory()
         if size > total:
             blame = f"{self.capacity_argument}={capacity}" if self.capacity_argument else reason
@@ -268,12 +314,17 @@ class KVLayer(CacheLayer):
                 f"the {total / 2**30:,.1f} GiB of memory on this {spec.backend.device}"
             )
         xp = spec.backend.xp
-        keys = xp.empty(spec.step_k[:-2] + (capacity, spec.step_k[-1]), dtype=spec.dtype)
-        values = xp.empty(spec.step_v[:-2] + (capacity, spec.step_v[-1]), dtype=spec.dtype)
+        keys = xp.empty((rows,) + spec.step_k[1:-2] + (capacity, spec.step_k[-1]), dtype=spec.dtype)
+        values = xp.empty((rows,) + spec.step_v[1:-2] + (capacity, spec.step_v[-1]), dtype=spec.dtype)
         return keys, values
 
-    def _commit(self, spec: Spec, keys, values, capacity: int, length: int) -> None:
-        self.keys, self.values, self.capacity, self.length = keys, values, capacity, length
+    def _commit(self, spec: Spec, all_k, all_v, capacity: int, length: int) -> None:
+        batch = spec.step_k[0]
+        if all_k is not self._all_k or self.keys.shape[0] != batch:  # else the buffers stay the same objects
+            self.keys = all_k if all_k.shape[0] == batch else all_k[:batch, ...]
+            self.values = all_v if all_v.shape[0] == batch else all_v[:batch, ...]
+        self._all_k, self._all_v = all_k, all_v
+        self.capacity, self.length = capacity, length
         self._out_k = self._out_v = None
         self._spec = spec
         self._step_k, self._step_v, self._dtype = spec.step_k, spec.step_v, spec.dtype
@@ -284,10 +335,10 @@ class KVLayer(CacheLayer):
     def prepare_select(self, rows) -> Callable[[], None]:
         """Prepare to replace the batch by ``rows`` (validated host ints); return the commit.
 
-        Only live positions move. When the batch size stays (``reorder_cache`` in beam search)
-        the rows are rearranged in place: rows that are overwritten but still needed as a
-        source are copied aside first, then each changed row is written once. Otherwise the
-        rows are gathered into new buffers of the same capacity.
+        Only live positions move. When the new batch fits the allocation (the same batch size,
+        as ``reorder_cache`` in beam search keeps it, or any size within rows a policy
+        reserved) the rows are rearranged in place. Otherwise they are gathered into a new
+        allocation of the same capacity.
 
         Examples
         --------
@@ -303,36 +354,43 @@ class KVLayer(CacheLayer):
         if not self.written:
             return nothing
         rows = [int(r) for r in rows]
-        live, backend = self.length, self._spec.backend
-        if len(rows) == self.batch_size:
+        if self.rows_for(len(rows)) == self._all_k.shape[0]:
             return self._prepare_rearrange(rows)
+        live, backend = self.length, self._spec.backend
         spec = self._spec.with_batch(len(rows))
-        keys, values = self._allocate(spec, self.capacity, f"a batch of {len(rows)} rows")
-        backend.copy_rows(keys[..., :live, :], self.keys[..., :live, :], rows)
-        backend.copy_rows(values[..., :live, :], self.values[..., :live, :], rows)
-        return lambda: self._commit(spec, keys, values, self.capacity, live)
+        all_k, all_v = self._allocate(spec, self.capacity, f"a batch of {len(rows)} rows")
+        backend.copy_rows(all_k[:len(rows), ..., :live, :], self.keys[..., :live, :], rows)
+        backend.copy_rows(all_v[:len(rows), ..., :live, :], self.values[..., :live, :], rows)
+        return lambda: self._commit(spec, all_k, all_v, self.capacity, live)
 
     def _prepare_rearrange(self, rows: list) -> Callable[[], None]:
-        """In-place ``prepare_select`` for a batch of the same size."""
+        """``prepare_select`` within the allocation: each changed row is written once, in place.
+
+        Rows are written from the last to the first, so a source row below its destination
+        is read before anything overwrites it (a repeat needs no extra copy); the sources that
+        would be overwritten before they are read are copied aside here, in one gather.
+        """
         changed = [i for i, row in enumerate(rows) if row != i]
         overwritten = set(changed)
-        sources = sorted({rows[i] for i in changed} & overwritten)  # needed, but overwritten first
+        aside = sorted({rows[i] for i in changed if rows[i] > i and rows[i] in overwritten})
         live, backend = self.length, self._spec.backend
-        if sources:  # one gather into one array (large enough for the OS's huge pages)
-            saved_k = backend.take_rows(self.keys[..., :live, :], sources)
-            saved_v = backend.take_rows(self.values[..., :live, :], sources)
-        slot = {row: n for n, row in enumerate(sources)}
+        spec = self._spec.with_batch(len(rows))
+        all_k, all_v = self._all_k, self._all_v
+        if aside:
+            saved_k = backend.take_rows(self.keys[..., :live, :], aside)
+            saved_v = backend.take_rows(self.values[..., :live, :], aside)
+        slot = {row: n for n, row in enumerate(aside)}
 
         def commit() -> None:
-            keys, values = self.keys, self.values
-            for i in changed:
+            for i in reversed(changed):
                 row = rows[i]
                 if row in slot:
-                    keys[i, ..., :live, :] = saved_k[slot[row], ...]
-                    values[i, ..., :live, :] = saved_v[slot[row], ...]
+                    all_k[i, ..., :live, :] = saved_k[slot[row], ...]
+                    all_v[i, ..., :live, :] = saved_v[slot[row], ...]
                 else:
-                    keys[i, ..., :live, :] = keys[row, ..., :live, :]
-                    values[i, ..., :live, :] = values[row, ..., :live, :]
+                    all_k[i, ..., :live, :] = all_k[row, ..., :live, :]
+                    all_v[i, ..., :live, :] = all_v[row, ..., :live, :]
+            self._commit(spec, all_k, all_v, self.capacity, live)
 
         return commit
 
@@ -353,10 +411,11 @@ class KVLayer(CacheLayer):
         spec, start, end = self._spec, self.length - max_length, self.length
         capacity = self.shrunk_capacity(max_length)
         if capacity is not None and capacity < self.capacity:
-            keys, values = self._allocate(spec, capacity, f"crop({max_length})")
-            keys[..., :max_length, :] = self.keys[..., start:end, :]
-            values[..., :max_length, :] = self.values[..., start:end, :]
-            return lambda: self._commit(spec, keys, values, capacity, max_length)
+            all_k, all_v = self._allocate(spec, capacity, f"crop({max_length})")
+            batch = spec.step_k[0]
+            all_k[:batch, ..., :max_length, :] = self.keys[..., start:end, :]
+            all_v[:batch, ..., :max_length, :] = self.values[..., start:end, :]
+            return lambda: self._commit(spec, all_k, all_v, capacity, max_length)
         # In place: copy the kept positions first (source and destination may overlap).
         xp = spec.backend.xp
         kept_k = xp.asarray(self.keys[..., start:end, :], copy=True)

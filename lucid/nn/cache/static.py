@@ -18,6 +18,11 @@ class StaticKVCache(KVCache):
         Positions per layer (>= 1).
     num_layers : int
         Number of layers, 1 to 65536; ``layer_idx`` must be below it.
+    max_batch_size : int, optional
+        Batch rows each layer allocates (>= 1), for beam search: the batch may then grow
+        and shrink up to this size (``batch_repeat_interleave(num_beams)``, ``reorder_cache``)
+        without allocating, moving only live tokens. Unset, the first write fixes the batch
+        and a batch operation that changes it allocates new buffers.
 
     Examples
     --------
@@ -26,12 +31,18 @@ class StaticKVCache(KVCache):
     >>> k, v = cache.update(lucid.randn(1, 8, 4, 64), lucid.randn(1, 8, 4, 64), layer_idx=1)
     >>> cache.get_seq_length(1), cache.get_max_cache_shape()
     (4, 16)
+    >>> beams = nn.StaticKVCache(max_cache_len=16, num_layers=2, max_batch_size=4)
+    >>> _ = beams.update(lucid.randn(1, 8, 4, 64), lucid.randn(1, 8, 4, 64), layer_idx=0)
+    >>> beams.batch_repeat_interleave(4)  # in place: the rows were allocated at the first write
+    >>> beams.batch_size()
+    4
     """
 
-    def __init__(self, max_cache_len: int, num_layers: int):
+    def __init__(self, max_cache_len: int, num_layers: int, *, max_batch_size: int | None = None):
         self.max_cache_len = check_int(max_cache_len, "max_cache_len", minimum=1)
         self.num_layers = check_int(num_layers, "num_layers", minimum=1, maximum=MAX_LAYERS)
-        super().__init__([StaticLayer(self.max_cache_len) for _ in range(self.num_layers)])
+        self.max_batch_size = None if max_batch_size is None else check_int(max_batch_size, "max_batch_size", minimum=1)
+        super().__init__([StaticLayer(self.max_cache_len, self.max_batch_size) for _ in range(self.num_layers)])
 
     def get_max_cache_shape(self) -> int:
         """``max_cache_len``: the positions each layer can hold.
@@ -53,4 +64,7 @@ class StaticKVCache(KVCache):
         >>> nn.StaticKVCache(16, 2).arguments()
         {'max_cache_len': 16, 'num_layers': 2}
         """
-        return {"max_cache_len": self.max_cache_len, "num_layers": self.num_layers}
+        arguments = {"max_cache_len": self.max_cache_len, "num_layers": self.num_layers}
+        if self.max_batch_size is not None:
+            arguments["max_batch_size"] = self.max_batch_size
+        return arguments

@@ -14,10 +14,19 @@ class StaticLayer(KVLayer):
     reuses them when its shapes, dtype and device are the same, and releases them for new ones
     otherwise.
 
+    With ``max_batch_size`` the layer allocates that many batch rows at its first write, so
+    that beam search can grow the batch without allocating: ``batch_repeat_interleave``,
+    ``batch_select_indices`` and ``reorder_cache`` then move live tokens inside the buffers,
+    ``nbytes`` counts every row, and a batch larger than ``max_batch_size`` raises
+    ``ValueError``. Without it the batch is the first write's, and a batch operation that
+    changes it allocates new buffers.
+
     Parameters
     ----------
     max_cache_len : int
         Positions the layer holds (>= 1).
+    max_batch_size : int, optional
+        Batch rows to allocate (>= 1); the batch may then be any size up to it.
 
     Examples
     --------
@@ -26,25 +35,51 @@ class StaticLayer(KVLayer):
     >>> _ = layer.update(lucid.randn(1, 8, 4, 64), lucid.randn(1, 8, 4, 64))
     >>> layer.length, layer.capacity
     (4, 16)
+    >>> beams = nn.StaticLayer(max_cache_len=16, max_batch_size=4)
+    >>> _ = beams.update(lucid.randn(1, 8, 4, 64), lucid.randn(1, 8, 4, 64))
+    >>> beams.prepare_select([0, 0, 0, 0])()  # what batch_repeat_interleave(4) does, in place
+    >>> beams.batch_size, beams.nbytes() == 4 * 16 * 8 * (64 + 64) * 4
+    (4, True)
     """
 
     capacity_argument = "max_cache_len"
     kind = "static"
 
-    def __init__(self, max_cache_len: int):
+    def __init__(self, max_cache_len: int, max_batch_size: int | None = None):
         self.max_cache_len = check_int(max_cache_len, "max_cache_len", minimum=1)
+        self.max_batch_size = None if max_batch_size is None else check_int(max_batch_size, "max_batch_size", minimum=1)
         super().__init__()
 
     def arguments(self) -> dict:
-        """``{"max_cache_len": ...}``.
+        """``{"max_cache_len": ...}``, and ``max_batch_size`` when it is set.
 
         Examples
         --------
         >>> import lucid.nn as nn
-        >>> nn.StaticLayer(16).arguments()
-        {'max_cache_len': 16}
+        >>> nn.StaticLayer(16).arguments(), nn.StaticLayer(16, max_batch_size=4).arguments()
+        ({'max_cache_len': 16}, {'max_cache_len': 16, 'max_batch_size': 4})
         """
-        return {"max_cache_len": self.max_cache_len}
+        if self.max_batch_size is None:
+            return {"max_cache_len": self.max_cache_len}
+        return {"max_cache_len": self.max_cache_len, "max_batch_size": self.max_batch_size}
+
+    def rows_for(self, batch: int) -> int:
+        """``max_batch_size`` (``ValueError`` if ``batch`` exceeds it), or ``batch`` when unset.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticLayer(16).rows_for(3), nn.StaticLayer(16, max_batch_size=8).rows_for(3)
+        (3, 8)
+        """
+        if self.max_batch_size is None:
+            return batch
+        if batch > self.max_batch_size:
+            raise ValueError(
+                f"a batch of {batch} rows does not fit max_batch_size={self.max_batch_size}; "
+                "create the cache with a larger max_batch_size"
+            )
+        return self.max_batch_size
 
     def capacity_for(self, needed: int) -> int:
         """``max_cache_len``, or a ``ValueError`` when ``needed`` exceeds it.
@@ -78,4 +113,5 @@ class StaticLayer(KVLayer):
         self._step_k = None  # closes the fast path until the next first write
 
     def __repr__(self) -> str:
-        return f"StaticLayer(max_cache_len={self.max_cache_len}, length={self.length}, written={self.written})"
+        rows = "" if self.max_batch_size is None else f", max_batch_size={self.max_batch_size}"
+        return f"StaticLayer(max_cache_len={self.max_cache_len}{rows}, length={self.length}, written={self.written})"
