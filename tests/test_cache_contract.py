@@ -266,6 +266,10 @@ def test_absurd_static_capacity_is_a_clear_error_at_first_write(backend_name):
     with pytest.raises(ValueError, match="max_cache_len=4611686018427387904"):
         cache.update(*kv(), 0)
     assert cache.get(0) is None and cache.nbytes() == 0
+    rows = nn.StaticKVCache(8, 2, max_batch_size=2**62)
+    with pytest.raises(ValueError, match="max_cache_len=8, max_batch_size=4611686018427387904: .* more than"):
+        rows.update(*kv(), 0)
+    assert rows.get(0) is None and rows.nbytes() == 0
 
 
 def test_numpy_integer_scalars_are_accepted_wherever_ints_are(cache):

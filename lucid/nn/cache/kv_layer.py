@@ -308,10 +308,11 @@ class KVLayer(CacheLayer):
         size = capacity * spec.bytes_per_position() // batch * rows
         total = spec.backend.total_memory()
         if size > total:
-            blame = f"{self.capacity_argument}={capacity}" if self.capacity_argument else reason
+            # A layer sized by its arguments names them all (capacity and reserved rows).
+            blame = ", ".join(f"{k}={v}" for k, v in self.arguments().items()) if self.capacity_argument else reason
             raise ValueError(
-                f"{blame}: a layer of {capacity} positions would need {size / 2**30:,.1f} GiB, more than "
-                f"the {total / 2**30:,.1f} GiB of memory on this {spec.backend.device}"
+                f"{blame}: a layer of {capacity} positions and {rows} batch row(s) would need "
+                f"{size / 2**30:,.1f} GiB, more than the {total / 2**30:,.1f} GiB of memory on this {spec.backend.device}"
             )
         xp = spec.backend.xp
         keys = xp.empty((rows,) + spec.step_k[1:-2] + (capacity, spec.step_k[-1]), dtype=spec.dtype)
