@@ -24,10 +24,10 @@ class Generation:
 CACHE_KINDS = ("dynamic", "static", "sliding", "quantized-8", "quantized-4", "hybrid", "none")
 
 
-def make_cache(kind: str, model, max_len: int, max_batch: int | None = None):
+def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None):
     """A fresh cache of ``kind`` (one of :data:`CACHE_KINDS`) for ``model``.
 
-    ``static`` allocates ``max_len`` positions and, when ``max_batch`` is given, that many
+    ``static`` allocates ``max_len`` positions and, when ``max_batch_size`` is given, that many
     batch rows (so that beam search grows the batch in place).
 
     ``sliding`` gives every layer the model's sliding window; ``hybrid`` gives each layer the
@@ -47,7 +47,7 @@ def make_cache(kind: str, model, max_len: int, max_batch: int | None = None):
     if kind == "dynamic":
         return nn.DynamicKVCache()
     if kind == "static":
-        return nn.StaticKVCache(max_cache_len=max_len, num_layers=c.num_layers, max_batch_size=max_batch)
+        return nn.StaticKVCache(max_cache_len=max_len, num_layers=c.num_layers, max_batch_size=max_batch_size)
     if kind == "sliding":
         return nn.SlidingWindowKVCache(c.sliding_window, sink_tokens=c.sink_tokens)
     if kind in ("quantized-8", "quantized-4"):
