@@ -19,8 +19,9 @@ KINDS = {
     "sliding": lambda: nn.SlidingWindowKVCache(4, sink_tokens=2),
     "quantized-4": lambda: nn.QuantizedKVCache(bits=4, group_size=2, residual_length=3),
     "quantized-8": lambda: nn.QuantizedKVCache(bits=8, group_size=4, residual_length=0),
-    "hybrid": lambda: nn.HybridKVCache([nn.SlidingWindowLayer(3), nn.StaticLayer(32, max_batch_size=4),
-                                        nn.QuantizedLayer(8, 4, 2)]),
+    "hybrid": lambda: nn.HybridKVCache([nn.SlidingWindowLayer(3), nn.DynamicLayer(), nn.QuantizedLayer(8, 4, 2)]),
+    "hybrid-static-rows": lambda: nn.HybridKVCache([nn.StaticLayer(32, max_batch_size=4), nn.DynamicLayer(),
+                                                    nn.SlidingWindowLayer(3)]),
 }
 
 
@@ -58,6 +59,7 @@ def test_round_trip_is_bit_identical_and_keeps_decoding_the_same(backend_name, k
     cache.save(path)
     loaded = nn.load_cache(path)
     assert type(loaded) is type(cache) and loaded.arguments() == cache.arguments()
+    assert [layer.arguments() for layer in loaded.layers] == [layer.arguments() for layer in cache.layers]
     assert_same(observe(loaded), observe(cache))
     for _ in range(5):  # the next steps give the same answers on both
         k, v = kv()
