@@ -48,6 +48,11 @@ def _references_when_unshared() -> int:
 _UNSHARED = _references_when_unshared()
 
 
+def _first_rows(allocation, batch: int):
+    """The batch's buffer in an allocation: the allocation itself when it has no reserved rows."""
+    return allocation if allocation.shape[0] == batch else allocation[:batch, ...]
+
+
 class KVLayer(CacheLayer):
     """Keys and values of one attention layer; subclasses set the capacity policy.
 
@@ -248,8 +253,7 @@ class KVLayer(CacheLayer):
             if pos.contiguous and pos.lo == live:
                 pos = None
         all_k, all_v, capacity = self._buffers_for(spec, hi, live, reason)
-        batch = spec.step_k[0]
-        keys, values = all_k[:batch, ...], all_v[:batch, ...]
+        keys, values = _first_rows(all_k, spec.step_k[0]), _first_rows(all_v, spec.step_k[0])
         if pos is None:
             keys[..., lo:hi, :] = k
             values[..., lo:hi, :] = v
@@ -286,7 +290,7 @@ class KVLayer(CacheLayer):
         capacity = self.capacity_for(needed)
         all_k, all_v = self._allocate(spec, capacity, reason)
         batch = spec.step_k[0]
-        keys, values = all_k[:batch, ...], all_v[:batch, ...]
+        keys, values = _first_rows(all_k, batch), _first_rows(all_v, batch)
         if live:
             keys[..., :live, :] = self.keys[..., :live, :]
             values[..., :live, :] = self.values[..., :live, :]
@@ -320,10 +324,7 @@ class KVLayer(CacheLayer):
         return keys, values
 
     def _commit(self, spec: Spec, all_k, all_v, capacity: int, length: int) -> None:
-        batch = spec.step_k[0]
-        if all_k is not self._all_k or self.keys.shape[0] != batch:  # else the buffers stay the same objects
-            self.keys = all_k if all_k.shape[0] == batch else all_k[:batch, ...]
-            self.values = all_v if all_v.shape[0] == batch else all_v[:batch, ...]
+        self.keys, self.values = _first_rows(all_k, spec.step_k[0]), _first_rows(all_v, spec.step_k[0])
         self._all_k, self._all_v = all_k, all_v
         self.capacity, self.length = capacity, length
         self._out_k = self._out_v = None
