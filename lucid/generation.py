@@ -1,10 +1,14 @@
-"""Greedy and beam-search decoding with a KV cache, and the same without one (the check).
+"""Greedy, sampled and beam-search decoding with a KV cache, the same without one (the check),
+and streaming text.
 
 Token selection happens on the host: the logits of one step are small.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -16,9 +20,10 @@ from .nn.cache.arguments import check_int
 class Generation:
     """What :func:`generate` produced."""
 
-    tokens: np.ndarray  # (B, prompt + new)
-    step_logits: list = field(default_factory=list)  # per step: host (rows, vocab) logits that chose the tokens
+    tokens: np.ndarray  # (B, prompt + steps); a row that stopped repeats its stop token after it
+    step_logits: list = field(default_factory=list)  # per step: host (rows running, vocab) logits that chose
     cache_bytes: int = 0
+    new_tokens: list = field(default_factory=list)  # per row: its new ids, up to and including a stop token
 
 
 CACHE_KINDS = ("dynamic", "static", "sliding", "quantized-8", "quantized-4", "hybrid", "none")
@@ -69,22 +74,76 @@ def _last_logits(model, tokens: np.ndarray):
     return logits[:, 0, ...].numpy()
 
 
-def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int = 1,
-             on_step=None) -> Generation:
-    """Decode ``max_new_tokens`` tokens after ``prompt`` (host ints, shape ``(B, T0)``).
+def sample(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0, top_k: int | None = None,
+           top_p: float | None = None) -> np.ndarray:
+    """One token per row of host ``logits`` ``(rows, vocab)``: softmax at ``temperature``, restricted to
+    the ``top_k`` most likely tokens and to the smallest set whose probability reaches ``top_p``
+    (both as transformers applies them: top-k first, the most likely token always kept), drawn
+    with ``rng`` (one uniform number per row, so a seed gives the same tokens on every backend).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lucid.generation import sample
+    >>> logits = np.array([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
+    >>> sample(logits, np.random.default_rng(0), top_k=1).tolist()
+    [1, 0]
+    """
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    order = np.argsort(-scaled, axis=-1, kind="stable")
+    ranked = np.take_along_axis(scaled, order, axis=-1)
+    if top_k is not None:
+        ranked[:, top_k:] = -np.inf
+    probs = np.exp(ranked - ranked[:, :1])
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if top_p is not None:
+        before = np.cumsum(probs, axis=-1) - probs  # probability of the tokens ranked above each
+        probs[before >= top_p] = 0.0
+        probs[:, 0] = np.maximum(probs[:, 0], 1e-300)
+    cumulative = np.cumsum(probs, axis=-1)
+    draws = rng.random(len(probs)) * cumulative[:, -1]
+    picks = np.minimum((cumulative <= draws[:, None]).sum(axis=-1), probs.shape[-1] - 1)
+    return order[np.arange(len(order)), picks]
+
+
+def _check_sampling(temperature, top_k, top_p, seed, num_beams: int, stop_token_ids) -> tuple:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+            or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}")
+    top_k = None if top_k is None else check_int(top_k, "top_k", minimum=1)
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
+    seed = None if seed is None else check_int(seed, "seed")
+    stops = () if stop_token_ids is None else tuple(check_int(t, "stop_token_ids") for t in stop_token_ids)
+    if num_beams > 1 and (temperature > 0 or stops):
+        raise ValueError(f"num_beams={num_beams} decodes greedily to max_new_tokens: pass temperature=0 and no "
+                         "stop_token_ids, or num_beams=1")
+    return float(temperature), top_k, top_p, seed, frozenset(stops)
+
+
+def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int = 1, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+             stop_token_ids=None, on_step=None) -> Generation:
+    """Decode up to ``max_new_tokens`` tokens after ``prompt`` (host ints, shape ``(B, T0)``).
 
     ``cache`` is a kind for :func:`make_cache`, or a cache object: empty, or holding a prefix
-    of the prompt shorter than it (e.g. fetched from a :class:`~lucid.nn.PrefixStore`), in
-    which case only the rest of the prompt is prefilled.
+    of the prompt shorter than it (e.g. fetched from a :class:`~lucid.nn.PrefixStore`, or an
+    earlier turn of a chat), in which case only the rest of the prompt is prefilled.
+
+    ``temperature=0`` (the default) picks the most likely token, exactly; above 0 the token is
+    drawn by :func:`sample` with ``top_k``/``top_p`` from ``numpy.random.default_rng(seed)``.
+    A row stops after it emits one of ``stop_token_ids`` (e.g. the tokenizer's
+    ``stop_token_ids``); the rows still running go on alone (the cache keeps only their
+    rows, so a finished row costs nothing more), and decoding ends when every row has stopped.
 
     The model runs on the backend its weights were created on. Each step sends
     ``cache_position=[t]``, as models do.
 
     ``cache="none"`` recomputes the full sequence at every step: the reference the cached
-    runs must match. With ``num_beams > 1`` the prompt is prefilled once per batch row, then
-    ``batch_repeat_interleave`` expands the cache and ``reorder_cache`` follows the
-    surviving beams (a static cache made here reserves the beams' rows at its first write,
-    so neither allocates).
+    runs must match. With ``num_beams > 1`` (greedy only, no stop tokens) the prompt is
+    prefilled once per batch row, then ``batch_repeat_interleave`` expands the cache and
+    ``reorder_cache`` follows the surviving beams (a static cache made here reserves the
+    beams' rows at its first write, so neither allocates).
 
     Examples
     --------
@@ -97,54 +156,145 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
     >>> b = generate(model, prompt, 4, cache="none").tokens
     >>> bool((a == b).all()), a.shape
     (True, (1, 7))
+    >>> s = generate(model, prompt, 4, temperature=0.8, top_p=0.9, seed=7).new_tokens
+    >>> s == generate(model, prompt, 4, temperature=0.8, top_p=0.9, seed=7).new_tokens
+    True
+    """
+    result = None
+    for step, result in enumerate(generate_steps(model, prompt, max_new_tokens, cache, num_beams, temperature,
+                                                 top_k, top_p, seed, stop_token_ids)):
+        if on_step is not None:
+            on_step(step + 1)
+    return result
+
+
+def generate_steps(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int = 1,
+                   temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                   seed: int | None = None, stop_token_ids=None) -> Iterator[Generation]:
+    """:func:`generate` one step at a time: yields the :class:`Generation` after each step
+    (``tokens[:, -1]`` holds the step's tokens). Once the generator is exhausted, its last
+    result is final (beams resolved to the best one, ``new_tokens`` and ``cache_bytes`` set).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lucid.models import LlamaModel
+    >>> from lucid.generation import generate_steps
+    >>> steps = [g.tokens.shape[1] for g in generate_steps(LlamaModel.random(), np.array([[1, 2]]), 3)]
+    >>> steps
+    [3, 4, 5]
     """
     prompt = np.asarray(prompt, dtype=np.int64)
+    if prompt.ndim != 2 or prompt.shape[1] < 1:
+        raise ValueError(f"prompt must be ids of shape (batch, length >= 1), got shape {prompt.shape}")
     batch, prompt_len = prompt.shape
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
     num_beams = check_int(num_beams, "num_beams", minimum=1)
-    if not isinstance(cache, str) and cache.get_seq_length(0) >= prompt_len:
+    temperature, top_k, top_p, seed, stops = _check_sampling(temperature, top_k, top_p, seed, num_beams,
+                                                             stop_token_ids)
+    if not isinstance(cache, str) and cache is not None and cache.get_seq_length(0) >= prompt_len:
         raise ValueError(f"the cache already holds {cache.get_seq_length(0)} positions; it may hold at most a "
                          f"prefix of the prompt ({prompt_len} tokens) shorter than it")
     if isinstance(cache, str):
         kv = make_cache(cache, model, prompt_len + max_new_tokens, batch * num_beams)
     else:
         kv = cache
+    rng = np.random.default_rng(seed)
     result = Generation(tokens=prompt)
+    running = np.arange(batch)  # the rows still decoding, in the cache's row order
     beam_scores = None
     for step in range(max_new_tokens):
         length = result.tokens.shape[1]
+        live = result.tokens[running] if num_beams == 1 else result.tokens
         if kv is None:
-            logits = _last_logits(model, result.tokens)
+            logits = _last_logits(model, live)
         else:
             done = kv.get_seq_length(0) if step == 0 else length - 1  # a prefix may come cached
-            new = result.tokens[:, done:]
+            new = live[:, done:]
             out = model.forward(new, cache=kv, cache_position=list(range(length - new.shape[1], length)),
                                 logits_to_keep=1)
             logits = out[:, 0, ...].numpy()
-        if num_beams == 1:
-            chosen = logits.argmax(axis=-1)[:, None]
-            result.tokens = np.concatenate([result.tokens, chosen], axis=1)
+        if num_beams > 1:
+            beam_scores = _beam_step(result, kv, logits, step, batch, num_beams, beam_scores)
+            result.step_logits.append(logits)
         else:
-            if step == 0:  # every beam starts as a copy of its prompt row
-                logits = np.repeat(logits, num_beams, axis=0)
-                result.tokens = np.repeat(result.tokens, num_beams, axis=0)
-                if kv is not None:
-                    kv.batch_repeat_interleave(num_beams)
-                beam_scores = np.tile(np.r_[0.0, np.full(num_beams - 1, -np.inf)], batch)
-            shifted = logits - logits.max(axis=-1, keepdims=True)
-            logprobs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-            vocab = logprobs.shape[-1]
-            candidates = (beam_scores[:, None] + logprobs).reshape(batch, num_beams * vocab)
-            best = np.argsort(-candidates, axis=1, kind="stable")[:, :num_beams]
-            rows = (np.arange(batch)[:, None] * num_beams + best // vocab).reshape(-1)
-            beam_scores = np.take_along_axis(candidates, best, axis=1).reshape(-1)
-            result.tokens = np.concatenate([result.tokens[rows], (best % vocab).reshape(-1, 1)], axis=1)
-            if kv is not None:
-                kv.reorder_cache(rows)
-        result.step_logits.append(logits)
-        if on_step is not None:
-            on_step(step + 1)
+            chosen = logits.argmax(axis=-1) if temperature == 0 else sample(logits, rng, temperature, top_k, top_p)
+            column = np.array(result.tokens[:, -1])  # a stopped row repeats its last token
+            column[running] = chosen
+            result.tokens = np.concatenate([result.tokens, column[:, None]], axis=1)
+            result.step_logits.append(logits)
+            going = np.array([int(t) not in stops for t in chosen], dtype=bool)
+            if not going.all():
+                running = running[going]
+                if len(running) and kv is not None:
+                    kv.batch_select_indices(np.flatnonzero(going))
+        yield result
+        if len(running) == 0:
+            break
     if num_beams > 1:  # the best beam of each batch row
         winners = np.arange(batch) * num_beams + beam_scores.reshape(batch, num_beams).argmax(axis=1)
         result.tokens = result.tokens[winners]
+    result.new_tokens = [_until_stop(row[prompt_len:].tolist(), stops) for row in result.tokens]
     result.cache_bytes = 0 if kv is None else kv.nbytes()
-    return result
+
+
+def _until_stop(ids: list, stops: frozenset) -> list:
+    for i, token in enumerate(ids):
+        if token in stops:
+            return ids[:i + 1]
+    return ids
+
+
+def _beam_step(result: Generation, kv, logits: np.ndarray, step: int, batch: int, num_beams: int, beam_scores):
+    """One step of beam search: extend every beam, keep the ``num_beams`` best of each batch row,
+    and reorder the cache to follow them; the new scores."""
+    if step == 0:  # every beam starts as a copy of its prompt row
+        logits = np.repeat(logits, num_beams, axis=0)
+        result.tokens = np.repeat(result.tokens, num_beams, axis=0)
+        if kv is not None:
+            kv.batch_repeat_interleave(num_beams)
+        beam_scores = np.tile(np.r_[0.0, np.full(num_beams - 1, -np.inf)], batch)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    logprobs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    vocab = logprobs.shape[-1]
+    candidates = (beam_scores[:, None] + logprobs).reshape(batch, num_beams * vocab)
+    best = np.argsort(-candidates, axis=1, kind="stable")[:, :num_beams]
+    rows = (np.arange(batch)[:, None] * num_beams + best // vocab).reshape(-1)
+    result.tokens = np.concatenate([result.tokens[rows], (best % vocab).reshape(-1, 1)], axis=1)
+    if kv is not None:
+        kv.reorder_cache(rows)
+    return np.take_along_axis(candidates, best, axis=1).reshape(-1)
+
+
+def stream(model, tokenizer, prompt, max_new_tokens: int, cache="dynamic", temperature: float = 0.0,
+           top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+           stop_token_ids=None) -> Iterator[str]:
+    """Text pieces of one answer as they are decoded: :func:`generate` for a single prompt
+    (``prompt``: a list of ids), each new token's text yielded as soon as it forms whole
+    characters (an :class:`~lucid.models.tokenizer.IncrementalDecoder`, so a character split
+    over several tokens never comes out broken). Stops at the tokenizer's ``stop_token_ids``
+    unless others are given; stop tokens are not shown.
+
+    Examples
+    --------
+    >>> from lucid.models import LlamaModel
+    >>> from lucid.models.tokenizer import Tokenizer, byte_level_bpe, byte_alphabet
+    >>> from lucid.generation import stream
+    >>> tok = Tokenizer(byte_level_bpe([byte_alphabet()[b] for b in range(256)], [], []), None, eos_token="!")
+    >>> pieces = list(stream(LlamaModel.random(), tok, tok.encode("hi"), 5))
+    >>> len("".join(pieces).encode()) <= 5
+    True
+    """
+    stops = tokenizer.stop_token_ids if stop_token_ids is None else stop_token_ids
+    detok = tokenizer.detokenizer()
+    for state in generate_steps(model, [list(prompt)], max_new_tokens, cache, temperature=temperature,
+                                top_k=top_k, top_p=top_p, seed=seed, stop_token_ids=stops):
+        token = int(state.tokens[0, -1])
+        if token in stops:
+            break
+        piece = detok.push(token)
+        if piece:
+            yield piece
+    rest = detok.flush()
+    if rest:
+        yield rest

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import ml_dtypes  # noqa: F401 - registers bfloat16 with NumPy, so safetensors can read it
 import numpy as np
 from safetensors import safe_open
+from tqdm import tqdm
 
 import backends
 
@@ -216,7 +217,7 @@ class LlamaModel:
         """
         return cls(config, random_weights(config, seed))
 
-    def __init__(self, config: LlamaConfig, weights):
+    def __init__(self, config: LlamaConfig, weights, progress: str | None = None):
         self.config = config
         backend = backends.get_backend()
         self.backend = backend
@@ -238,7 +239,9 @@ class LlamaModel:
         self.unembed = tensor("model.embed_tokens.weight" if c.tie_word_embeddings and "lm_head.weight" not in weights
                               else "lm_head.weight", transpose=True)
         self.layers = []
-        for i in range(c.num_layers):
+        # A bar on a terminal only (tqdm's disable=None), when the caller names what loads
+        for i in tqdm(range(c.num_layers), desc=progress, unit="layer", leave=False,
+                      disable=None if progress else True):
             p = f"model.layers.{i}."
             layer = {name: tensor(p + path + ".weight", transpose=True) for name, path in (
                 ("q", "self_attn.q_proj"), ("k", "self_attn.k_proj"), ("v", "self_attn.v_proj"), ("o", "self_attn.o_proj"),
@@ -394,11 +397,14 @@ def _token_blocks(batch: int, length: int) -> list:
     return [(t, min(length, t + step)) for t in range(0, length, step)]
 
 
-def load_pretrained(directory) -> LlamaModel:
-    """The Llama-family model saved in ``directory`` (``config.json`` + safetensors weights).
+def load_pretrained(path) -> LlamaModel:
+    """The Llama-family model saved at ``path``: a checkpoint directory (``config.json`` +
+    safetensors weights, as transformers writes it) or a GGUF file (llama.cpp's format:
+    ``llama``, ``mistral`` or ``qwen2`` metadata; F32, F16, BF16, Q8_0, Q4_0 and Q4_1 tensors,
+    dequantized to float32 one at a time as they load).
 
-    Unsupported architectures and missing tensors raise ``ValueError`` naming the file and
-    the tensor.
+    Unsupported architectures, tensor types and missing tensors raise ``ValueError`` naming
+    the file and what was found.
 
     Examples
     --------
@@ -408,13 +414,23 @@ def load_pretrained(directory) -> LlamaModel:
     >>> model.config.architecture, model.config.num_layers
     ('LlamaForCausalLM', 2)
     """
-    directory = pathlib.Path(directory)
+    from .gguf_file import GGUFWeights, is_gguf
+
+    directory = pathlib.Path(path)
+    if is_gguf(directory):
+        weights = GGUFWeights(directory)
+        return LlamaModel(weights.config(), weights, progress=f"loading {directory.name}")
+    if directory.is_file():
+        raise ValueError(f"{directory}: neither a GGUF file nor a checkpoint directory")
+    if not directory.exists():
+        raise ValueError(f"{directory}: no such file or directory")
     config_path = directory / "config.json"
     try:
         raw = json.loads(config_path.read_text())
     except FileNotFoundError:
         raise ValueError(f"{config_path}: no config.json in the checkpoint directory") from None
-    return LlamaModel(LlamaConfig.from_json(raw, str(config_path)), _Weights(directory))
+    return LlamaModel(LlamaConfig.from_json(raw, str(config_path)), _Weights(directory),
+                      progress=f"loading {directory.name}")
 
 
 def random_weights(config: LlamaConfig, seed: int = 0) -> dict:
