@@ -279,10 +279,12 @@ def stream(model, tokenizer, prompt, max_new_tokens: int, cache="dynamic", tempe
     --------
     >>> from lucid.models import LlamaModel
     >>> from lucid.models.tokenizer import Tokenizer, byte_level_bpe, byte_alphabet
-    >>> from lucid.generation import stream
+    >>> from lucid.generation import generate, stream
     >>> tok = Tokenizer(byte_level_bpe([byte_alphabet()[b] for b in range(256)], [], []), None, eos_token="!")
-    >>> pieces = list(stream(LlamaModel.random(), tok, tok.encode("hi"), 5))
-    >>> len("".join(pieces).encode()) <= 5
+    >>> model, ids = LlamaModel.random(), tok.encode("hi")
+    >>> text = "".join(stream(model, tok, ids, 5))
+    >>> new = generate(model, [ids], 5, stop_token_ids=tok.stop_token_ids).new_tokens[0]
+    >>> text == tok.decode([t for t in new if t not in tok.stop_token_ids])
     True
     """
     stops = tokenizer.stop_token_ids if stop_token_ids is None else stop_token_ids

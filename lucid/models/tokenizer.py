@@ -8,6 +8,7 @@ that mark special tokens, and the chat template); a checkpoint directory carries
 """
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 from datetime import datetime
@@ -139,9 +140,10 @@ class IncrementalDecoder:
         return text[len(before):]
 
 
+@functools.lru_cache(maxsize=8)
 def _compiled(template: str):
     """A chat template compiled the way transformers compiles it (sandboxed, trimmed blocks)."""
-    import jinja2
+    import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message):
