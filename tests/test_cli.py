@@ -53,6 +53,6 @@ def test_lucid_self_check_passes():
 
 
 def test_demo_off_a_terminal_prints_the_table_and_no_progress_bars():
-    result = run("lucid.demo", "--tokens", "3", "--layers", "1")
+    result = run("lucid.demo", "--model", "tiny", "--tokens", "3", "--layers", "1")
     assert result.returncode == 0 and "all checks passed" in result.stdout
     assert result.stderr == ""  # tqdm stays silent when stderr is not a terminal

@@ -64,7 +64,7 @@ def test_decoder_checks_layer_types():
 
 
 def test_demo_runs_and_passes_its_check(capsys):
-    assert demo_main(["--tokens", "6", "--layers", "2", "--window", "4"]) == 0
+    assert demo_main(["--model", "tiny", "--tokens", "6", "--layers", "2", "--window", "4"]) == 0
     out = capsys.readouterr().out
     assert "all checks passed" in out and "| greedy, static |" in out and "| quantized 4-bit |" in out
     assert "| 1 | 1024 |" in out  # the prefix-reuse run fetched the whole system prompt

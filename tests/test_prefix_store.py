@@ -212,6 +212,6 @@ def test_the_demo_reuses_a_prefix_through_each_store(where, tmp_path, request, c
     from lucid.demo import main as demo_main
 
     spec = str(tmp_path / "store") if where == "disk" else request.getfixturevalue("redis_server").url
-    assert demo_main(["--tokens", "3", "--layers", "1", "--prefix-len", "256", "--requests", "2",
+    assert demo_main(["--model", "tiny", "--tokens", "3", "--layers", "1", "--prefix-len", "256", "--requests", "2",
                       "--prefix-store", spec]) == 0
     assert "| 2 | 256 |" in capsys.readouterr().out

@@ -7,10 +7,11 @@ float32 on the active backend. No torch at run time.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import json
 import math
 import pathlib
-from dataclasses import dataclass
 
 import ml_dtypes  # noqa: F401 - registers bfloat16 with NumPy, so safetensors can read it
 import numpy as np
@@ -25,7 +26,7 @@ from ..tensor import Tensor
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class LlamaConfig:
     """What the forward pass needs from a checkpoint's ``config.json``.
 
@@ -253,6 +254,24 @@ class LlamaModel:
             layer["norm2"] = tensor(p + "post_attention_layernorm.weight")
             self.layers.append(layer)
         self.inv_freq = Tensor.wrap(backend.from_host(_inverse_frequencies(c)), backend)
+
+    def with_attention(self, layer_types: tuple, sliding_window: int, sink_tokens: int = 0) -> "LlamaModel":
+        """The same weights with other attention: each layer ``"full"`` or ``"sliding"`` over
+        ``sliding_window`` positions plus the first ``sink_tokens`` (the demo's sliding-window
+        and hybrid runs on a trained model). The weights are shared, not copied.
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaModel
+        >>> model = LlamaModel.random()
+        >>> windowed = model.with_attention(("sliding", "full"), sliding_window=8, sink_tokens=2)
+        >>> windowed.config.layer_type(0), windowed.embed is model.embed
+        ('sliding', True)
+        """
+        variant = copy.copy(self)
+        variant.config = dataclasses.replace(self.config, layer_types=tuple(layer_types),
+                                             sliding_window=sliding_window, sink_tokens=sink_tokens)
+        return variant
 
     def forward(self, input_ids, cache=None, cache_position=None, logits_to_keep: int = 0) -> Tensor:
         """Logits ``(B, T, vocab)`` for int ids ``(B, T)`` (host or a Tensor).

@@ -38,15 +38,15 @@ class Tokenizer:
     ([2, 2, 3], 'abab', 3)
     """
 
-    def __init__(self, backend, chat_template: str | None, eos_token: str, bos_token: str | None = None):
+    def __init__(self, backend, chat_template: str | None, eos_token: str | None, bos_token: str | None = None):
         self.backend = backend
         self.chat_template = chat_template
         self.eos_token = eos_token
         self.bos_token = bos_token
-        self.eos_token_id = backend.token_to_id(eos_token)
-        if self.eos_token_id is None:
+        self.eos_token_id = None if eos_token is None else backend.token_to_id(eos_token)
+        if eos_token is not None and self.eos_token_id is None:
             raise ValueError(f"eos_token {eos_token!r} is not in the vocabulary")
-        ends = {self.eos_token_id}
+        ends = set() if self.eos_token_id is None else {self.eos_token_id}
         for name in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>"):
             if chat_template and name in chat_template and backend.token_to_id(name) is not None:
                 ends.add(backend.token_to_id(name))
@@ -78,7 +78,7 @@ class Tokenizer:
                             f"{messages!r:.200}")
         return _compiled(self.chat_template).render(
             messages=list(messages), add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "", eos_token=self.eos_token)
+            bos_token=self.bos_token or "", eos_token=self.eos_token or "")
 
     def apply_chat_template(self, messages: list, add_generation_prompt: bool = True) -> list:
         """The ids of the chat template rendered for ``messages``, as transformers gives them.
@@ -279,5 +279,7 @@ def _from_directory(path: pathlib.Path) -> Tokenizer:
     template = config.get("chat_template")
     if template is None and (path / "chat_template.jinja").is_file():
         template = (path / "chat_template.jinja").read_text()
-    eos = token("eos_token") or "</s>"
+    eos = token("eos_token")
+    if eos is None and backend.token_to_id("</s>") is not None:
+        eos = "</s>"
     return Tokenizer(backend, template, eos, token("bos_token"))

@@ -1,0 +1,95 @@
+"""GGUF files: the same model as its safetensors checkpoint, llama.cpp's row order undone, every
+supported tensor type read, and clear errors for what lucid does not read."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+import lucid
+from lucid.models import LlamaConfig, LlamaModel, load_pretrained
+from lucid.models.gguf_file import GGUFWeights, _permute_rotary, _unpermute_rotary, write_gguf
+from lucid.models.llama import random_weights
+
+gguf = pytest.importorskip("gguf")
+
+CONFIG = LlamaConfig(num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16, vocab_size=128,
+                     intermediate_size=96, tie_word_embeddings=True)
+
+
+def test_a_gguf_file_gives_the_checkpoints_logits(tmp_path, backend_name):
+    weights = random_weights(CONFIG, seed=3)
+    path = write_gguf(tmp_path / "m.gguf", CONFIG, weights)
+    ids = np.array([[5, 9, 17, 33, 2, 70]])
+    want = LlamaModel(CONFIG, weights).forward(ids).numpy()
+    got = load_pretrained(path).forward(ids).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_the_config_comes_from_the_metadata(tmp_path):
+    path = write_gguf(tmp_path / "m.gguf", CONFIG, random_weights(CONFIG))
+    config = GGUFWeights(path).config()
+    assert config.rms_norm_eps == pytest.approx(CONFIG.rms_norm_eps, rel=1e-6)  # GGUF stores a float32
+    assert dataclasses.replace(config, rms_norm_eps=CONFIG.rms_norm_eps) == CONFIG
+
+
+def test_rotary_row_order_round_trips_and_is_not_the_identity():
+    rows = np.arange(4 * 16, dtype=np.float32).reshape(4 * 16, 1)
+    permuted = _permute_rotary(rows, 4)
+    assert not np.array_equal(permuted, rows)
+    # llama.cpp pairs neighbours: within a head, row 1 of the file is row D/2 of transformers'
+    assert permuted[1, 0] == 8
+    np.testing.assert_array_equal(_unpermute_rotary(permuted, 4), rows)
+
+
+@pytest.mark.parametrize("kind, atol", [("F16", 1e-2), ("BF16", 5e-2), ("Q8_0", 5e-2), ("Q4_0", 0.5), ("Q4_1", 0.5)])
+def test_every_supported_tensor_type_dequantizes(tmp_path, kind, atol):
+    rng = np.random.default_rng(0)
+    original = rng.standard_normal((8, 64)).astype(np.float32)
+    qtype = gguf.GGMLQuantizationType[kind]
+    data = gguf.quants.quantize(original, qtype)
+    writer = gguf.GGUFWriter(str(tmp_path / "t.gguf"), "llama")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", data, raw_dtype=qtype)
+    for stage in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
+        stage()
+    writer.close()
+    weights = GGUFWeights(tmp_path / "t.gguf")
+    np.testing.assert_allclose(weights.get("model.embed_tokens.weight"), original, atol=atol)
+
+
+def test_an_unknown_architecture_names_the_file(tmp_path):
+    writer = gguf.GGUFWriter(str(tmp_path / "g.gguf"), "gpt2")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), np.float32))
+    for stage in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
+        stage()
+    writer.close()
+    with pytest.raises(ValueError, match=r"g\.gguf: architecture 'gpt2' is not supported"):
+        load_pretrained(tmp_path / "g.gguf")
+
+
+def test_an_unknown_tensor_type_names_the_tensor(tmp_path):
+    writer = gguf.GGUFWriter(str(tmp_path / "q.gguf"), "llama")
+    data = gguf.quants.quantize(np.zeros((4, 256), np.float32), gguf.GGMLQuantizationType.Q5_0)
+    writer.add_tensor("token_embd.weight", data, raw_dtype=gguf.GGMLQuantizationType.Q5_0)
+    for stage in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
+        stage()
+    writer.close()
+    with pytest.raises(ValueError, match=r"q\.gguf: tensor 'token_embd.weight' has type Q5_0"):
+        load_pretrained(tmp_path / "q.gguf")
+
+
+def test_a_file_that_is_not_gguf_is_named(tmp_path):
+    (tmp_path / "x.bin").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=r"x\.bin: neither a GGUF file nor a checkpoint directory"):
+        load_pretrained(tmp_path / "x.bin")
+    with pytest.raises(ValueError, match="no such file or directory"):
+        load_pretrained(tmp_path / "missing")
+
+
+def test_a_missing_tensor_names_both_spellings(tmp_path):
+    weights = random_weights(CONFIG)
+    del weights["model.layers.1.mlp.up_proj.weight"]
+    path = write_gguf(tmp_path / "m.gguf", CONFIG, weights)
+    with pytest.raises(ValueError, match=r"no tensor 'blk\.1\.ffn_up\.weight'.*model\.layers\.1\.mlp\.up_proj"):
+        with lucid.use_backend("numpy"):
+            load_pretrained(path)
