@@ -54,10 +54,15 @@ def run_block(code, namespace):
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_page_examples(page):
+    from lucid.models.hub import DownloadError
+
     code_blocks = blocks(page)
     namespace = {}
     for code in code_blocks:
-        run_block(code, namespace)
+        try:
+            run_block(code, namespace)
+        except DownloadError as error:  # a page about the trained model, on a machine that cannot fetch it
+            pytest.skip(f"{page.name} needs SmolLM2, which is not available here: {error}")
 
 
 def test_the_collector_finds_the_examples():

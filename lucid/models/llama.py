@@ -442,7 +442,8 @@ def load_pretrained(path) -> LlamaModel:
     if directory.is_file():
         raise ValueError(f"{directory}: neither a GGUF file nor a checkpoint directory")
     if not directory.exists():
-        raise ValueError(f"{directory}: no such file or directory")
+        raise ValueError(f"{directory}: no such file or directory (expected a GGUF file or a checkpoint "
+                         "directory with config.json)")
     config_path = directory / "config.json"
     try:
         raw = json.loads(config_path.read_text())
