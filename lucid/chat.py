@@ -13,7 +13,8 @@ import sys
 import time
 from collections.abc import Iterator
 
-from .generation import generate_steps, make_cache
+from .nn.cache.arguments import check_int
+from .generation import check_sampling, generate_steps, make_cache
 
 
 class ChatSession:
@@ -51,7 +52,8 @@ class ChatSession:
                  max_new_tokens: int = 256, max_context: int = 4096, **sampling):
         self.model, self.tokenizer = model, tokenizer
         self.kind, self.max_context = cache, max_context
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
+        check_sampling(**sampling)
         self.sampling = sampling
         self.system = system
         self.reset()

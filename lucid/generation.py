@@ -106,7 +106,16 @@ def sample(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.
     return order[np.arange(len(order)), picks]
 
 
-def _check_sampling(temperature, top_k, top_p, seed, num_beams: int, stop_token_ids) -> tuple:
+def check_sampling(temperature, top_k=None, top_p=None, seed=None, num_beams: int = 1, stop_token_ids=None) -> tuple:
+    """The sampling arguments of :func:`generate`, checked: ``(temperature, top_k, top_p, seed,
+    stop ids as a frozenset)``; a ``ValueError`` or ``TypeError`` names the one that is wrong.
+
+    Examples
+    --------
+    >>> from lucid.generation import check_sampling
+    >>> check_sampling(0.7, top_p=0.9)
+    (0.7, None, 0.9, None, frozenset())
+    """
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
             or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}")
@@ -190,7 +199,7 @@ def generate_steps(model, prompt, max_new_tokens: int, cache="dynamic", num_beam
     batch, prompt_len = prompt.shape
     max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
     num_beams = check_int(num_beams, "num_beams", minimum=1)
-    temperature, top_k, top_p, seed, stops = _check_sampling(temperature, top_k, top_p, seed, num_beams,
+    temperature, top_k, top_p, seed, stops = check_sampling(temperature, top_k, top_p, seed, num_beams,
                                                              stop_token_ids)
     if not isinstance(cache, str) and cache is not None and cache.get_seq_length(0) >= prompt_len:
         raise ValueError(f"the cache already holds {cache.get_seq_length(0)} positions; it may hold at most a "

@@ -16,6 +16,17 @@ CONFIG = LlamaConfig(num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2, 
                      intermediate_size=96, tie_word_embeddings=True)
 
 
+def write_one_tensor(path, architecture, data, qtype=None):
+    """A GGUF file of ``architecture`` holding ``data`` as ``token_embd.weight``."""
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", data, raw_dtype=qtype)
+    for stage in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
+        stage()
+    writer.close()
+    return path
+
+
 def test_a_gguf_file_gives_the_checkpoints_logits(tmp_path, backend_name):
     weights = random_weights(CONFIG, seed=3)
     path = write_gguf(tmp_path / "m.gguf", CONFIG, weights)
@@ -46,34 +57,19 @@ def test_every_supported_tensor_type_dequantizes(tmp_path, kind, atol):
     rng = np.random.default_rng(0)
     original = rng.standard_normal((8, 64)).astype(np.float32)
     qtype = gguf.GGMLQuantizationType[kind]
-    data = gguf.quants.quantize(original, qtype)
-    writer = gguf.GGUFWriter(str(tmp_path / "t.gguf"), "llama")
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", data, raw_dtype=qtype)
-    for stage in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
-        stage()
-    writer.close()
-    weights = GGUFWeights(tmp_path / "t.gguf")
+    weights = GGUFWeights(write_one_tensor(tmp_path / "t.gguf", "llama", gguf.quants.quantize(original, qtype), qtype))
     np.testing.assert_allclose(weights.get("model.embed_tokens.weight"), original, atol=atol)
 
 
 def test_an_unknown_architecture_names_the_file(tmp_path):
-    writer = gguf.GGUFWriter(str(tmp_path / "g.gguf"), "gpt2")
-    writer.add_tensor("token_embd.weight", np.zeros((4, 4), np.float32))
-    for stage in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
-        stage()
-    writer.close()
+    write_one_tensor(tmp_path / "g.gguf", "gpt2", np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match=r"g\.gguf: architecture 'gpt2' is not supported"):
         load_pretrained(tmp_path / "g.gguf")
 
 
 def test_an_unknown_tensor_type_names_the_tensor(tmp_path):
-    writer = gguf.GGUFWriter(str(tmp_path / "q.gguf"), "llama")
-    data = gguf.quants.quantize(np.zeros((4, 256), np.float32), gguf.GGMLQuantizationType.Q5_0)
-    writer.add_tensor("token_embd.weight", data, raw_dtype=gguf.GGMLQuantizationType.Q5_0)
-    for stage in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
-        stage()
-    writer.close()
+    q5 = gguf.GGMLQuantizationType.Q5_0
+    write_one_tensor(tmp_path / "q.gguf", "llama", gguf.quants.quantize(np.zeros((4, 256), np.float32), q5), q5)
     with pytest.raises(ValueError, match=r"q\.gguf: tensor 'token_embd.weight' has type Q5_0"):
         load_pretrained(tmp_path / "q.gguf")
 

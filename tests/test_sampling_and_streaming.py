@@ -177,3 +177,26 @@ def test_the_demo_runs_on_the_trained_model(smollm2_path, capsys):
     out = capsys.readouterr().out
     assert "> What is the capital of France?\nThe capital of France is Paris." in out
     assert "all checks passed" in out and "quantized 4-bit" in out
+
+
+def test_the_terminal_chat_streams_answers_and_obeys_its_commands(smollm2_path):
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "lucid.chat", "--model", str(smollm2_path), "--max-new-tokens",
+                             "12"], input="What is the capital of France?\n/reset\n\n/quit\n", capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "LUCID_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "The capital of France is Paris." in result.stdout
+    assert "(new conversation)" in result.stdout and "tokens/s" in result.stdout
+
+
+def test_the_terminal_chat_names_a_model_it_cannot_load(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "lucid.chat", "--model", str(tmp_path / "none.gguf")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path / 'none.gguf'}: no such file or directory")

@@ -99,6 +99,15 @@ def _scripts():
         sys.path.insert(0, scripts)
 
 
+def _ratio_in_turns(runs: dict, turns: int) -> float:
+    """transformers' median seconds over lucid's, the two ``runs`` timed in turns."""
+    _scripts()
+    from timing import interleaved_medians
+
+    times = interleaved_medians(runs, turns)
+    return times["transformers"] / times["lucid"]
+
+
 def _llama_runs(batch, prompt):
     """``{"lucid": run, "transformers": run}``: 32 greedy tokens after a ``batch`` x ``prompt``
     prompt, prefill included, float32, on the Llama checkpoint of
@@ -172,8 +181,62 @@ class PeerGenerateLlamaRatio:
             run()
 
     def track_tokens_per_second_ratio(self, *params):
-        _scripts()
-        from timing import interleaved_medians
+        return _ratio_in_turns(self.runs, self.turns)
 
-        times = interleaved_medians(self.runs, self.turns)
-        return times["transformers"] / times["lucid"]
+
+def _smollm2_runs(batch, prompt, new_tokens):
+    """``{"lucid": run, "transformers": run}``: ``new_tokens`` greedy tokens after a ``batch`` x
+    ``prompt`` prompt (prefill included) on SmolLM2-135M-Instruct, both libraries loading the same
+    GGUF file (``lucid.models.download``), float32, one thread each (BLAS, torch, lucid's pool)."""
+    import os
+
+    import numpy as np
+    import threadpoolctl
+
+    from lucid.generation import generate
+    from lucid.models import download, load_pretrained
+    from lucid.models.hub import DownloadError
+
+    os.environ["LUCID_NUM_THREADS"] = "1"  # read when lucid's pool is first used: asv runs each in a new process
+
+    torch, transformers = _import()
+    try:
+        import accelerate  # noqa: F401 - transformers reads GGUF files only with it
+        path = download(quiet=True)
+    except (ImportError, DownloadError) as exc:
+        raise NotImplementedError(f"the SmolLM2 comparison needs accelerate and the model: {exc}") from exc
+    threadpoolctl.threadpool_limits(1)
+    torch.set_num_threads(1)
+    model = load_pretrained(path)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                                  dtype=torch.float32).eval()
+    ids = np.random.default_rng(0).integers(100, model.config.vocab_size, size=(batch, prompt))
+    tensor = torch.tensor(ids)
+
+    def theirs():
+        with torch.no_grad():
+            reference.generate(tensor, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                               pad_token_id=0)
+
+    return {"lucid": lambda: generate(model, ids, new_tokens, cache="dynamic"), "transformers": theirs}
+
+
+class PeerSmolLM2Ratio:
+    """lucid's tokens per second over transformers' on the trained SmolLM2-135M-Instruct (the
+    GGUF the demo runs), one thread each, timed in turns (3 calls each after a warm-up): the
+    prefill (``new_tokens=1``) and a 16-token decode. ``benchmarks/smollm2_vs_peers.py`` gives the
+    same comparison as a table, with llama.cpp beside it."""
+
+    params = [[1, 8], [128, 1024], [1, 16]]
+    param_names = ["batch", "prompt", "new_tokens"]
+    unit = "lucid / transformers tokens per second"
+    timeout = 900
+    turns = 3
+
+    def setup(self, batch, prompt, new_tokens):
+        self.runs = _smollm2_runs(batch, prompt, new_tokens)
+        for run in self.runs.values():
+            run()
+
+    def track_tokens_per_second_ratio(self, *params):
+        return _ratio_in_turns(self.runs, self.turns)
