@@ -3,8 +3,11 @@ llama.cpp: prefill and decode tokens/s, side by side in one process.
 
     pip install -e ".[compare]"
     python benchmarks/smollm2_vs_peers.py [--new-tokens 32] [--repeats 3] [--threads 1]
-    # llama.cpp too (optional; built from source, AMX off: its AMX kernels crash on this CPU):
-    CMAKE_ARGS="-DGGML_AMX=OFF" pip install llama-cpp-python
+    # llama.cpp too (optional; built from source with AMX off: llama-cpp-python 0.3.36 built for
+    # the native CPU crashes at its first decode on this machine's AMX-capable Xeon):
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
+      -DGGML_AVX512_VNNI=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
+      pip install --no-cache-dir llama-cpp-python
 
 Every library runs on ``--threads`` threads (BLAS, torch, llama.cpp and lucid's own pool alike).
 lucid and transformers compute in float32 on the weights dequantized from the Q4_1 file (both
@@ -92,7 +95,7 @@ def _llama_cpp(path, threads: int):
     try:
         from llama_cpp import Llama, __version__
     except ImportError:
-        return None, "not installed (CMAKE_ARGS=\"-DGGML_AMX=OFF\" pip install llama-cpp-python)"
+        return None, "not installed (see this script's docstring for the build without AMX)"
     model = Llama(model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, n_batch=2048,
                   verbose=False)
     return model, f"llama-cpp-python {__version__} on the Q4_1 weights"

@@ -313,7 +313,7 @@ class LlamaModel:
                 # token's keys and values, but runs queries, attention and the MLP for those alone.
                 outputs = keep if layer_idx == c.num_layers - 1 else length
                 x = self._layer(layer_idx, x, blocks, (cos, sin), positions, cache, written, outputs)
-        return Tensor.wrap(self._rms(x, self.norm.array) @ self.unembed.array, backend)
+        return Tensor.wrap(self._linear(self._rms(x, self.norm.array), self.unembed, None), backend)
 
     def _layer(self, layer_idx: int, x, blocks, rotary, positions: Tensor, cache, written, outputs: int):
         """Decoder layer ``layer_idx`` over the tokens ``x`` ``(B, T, hidden)`` (in ``blocks`` of
