@@ -16,10 +16,14 @@ CONFIG = LlamaConfig(num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2, 
                      intermediate_size=96, tie_word_embeddings=True)
 
 
-def write_one_tensor(path, architecture, data, qtype=None):
-    """A GGUF file of ``architecture`` holding ``data`` as ``token_embd.weight``."""
+def write_one_tensor(path, architecture, data, qtype=None, tokenizer_model=None):
+    """A GGUF file of ``architecture`` holding ``data`` as ``token_embd.weight`` (and a two-token
+    vocabulary of ``tokenizer_model``, if given)."""
     writer = gguf.GGUFWriter(str(path), architecture)
     writer.add_block_count(1)
+    if tokenizer_model:
+        writer.add_tokenizer_model(tokenizer_model)
+        writer.add_token_list(["<unk>", "a"])
     writer.add_tensor("token_embd.weight", data, raw_dtype=qtype)
     for stage in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
         stage()
@@ -89,3 +93,11 @@ def test_a_missing_tensor_names_both_spellings(tmp_path):
     with pytest.raises(ValueError, match=r"no tensor 'blk\.1\.ffn_up\.weight'.*model\.layers\.1\.mlp\.up_proj"):
         with lucid.use_backend("numpy"):
             load_pretrained(path)
+
+
+def test_an_unknown_tokenizer_model_names_the_file(tmp_path):
+    from lucid.models import load_tokenizer
+
+    write_one_tensor(tmp_path / "sp.gguf", "llama", np.zeros((2, 4), np.float32), tokenizer_model="llama")
+    with pytest.raises(ValueError, match=r"sp\.gguf: tokenizer model 'llama' is not supported"):
+        load_tokenizer(tmp_path / "sp.gguf")

@@ -118,3 +118,15 @@ def test_eos_and_stop_tokens_are_the_files(smollm2, reference):
     _, tokenizer = smollm2
     assert tokenizer.eos_token_id == reference[1].eos_token_id == 2
     assert tokenizer.decode([2], skip_special_tokens=False) == "<|im_end|>"
+
+
+def test_a_checkpoint_directorys_tokenizer_matches_too(smollm2, reference, tmp_path):
+    from lucid.models import load_tokenizer
+
+    reference[1].save_pretrained(tmp_path)  # tokenizer.json, tokenizer_config.json (and the chat template)
+    ours = load_tokenizer(tmp_path)
+    for text in CORPUS:
+        assert ours.encode(text) == reference[1].encode(text, add_special_tokens=False)
+    for chat in CHATS:
+        assert ours.apply_chat_template(chat) == their_ids(reference[1], chat)
+    assert ours.stop_token_ids == smollm2[1].stop_token_ids
