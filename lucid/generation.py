@@ -106,7 +106,7 @@ def sample(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.
     return order[np.arange(len(order)), picks]
 
 
-def check_sampling(temperature, top_k=None, top_p=None, seed=None, num_beams: int = 1, stop_token_ids=None) -> tuple:
+def check_sampling(temperature=0.0, top_k=None, top_p=None, seed=None, num_beams: int = 1, stop_token_ids=None) -> tuple:
     """The sampling arguments of :func:`generate`, checked: ``(temperature, top_k, top_p, seed,
     stop ids as a frozenset)``; a ``ValueError`` or ``TypeError`` names the one that is wrong.
 
