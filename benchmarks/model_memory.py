@@ -29,7 +29,8 @@ def main():
     seconds = time.perf_counter() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    arrays = [model.embed, model.norm, model.unembed] + [t for layer in model.layers for t in layer.values() if t is not None]
+    arrays = [model.embed, model.norm, model.unembed]
+    arrays += [t for layer in model.layers for t in layer.values() if t is not None]
     weights = sum(t.array.nbytes for t in arrays)
     mib = 2**20
     print(f"{path.name}: loaded in {seconds:.1f} s; weights {weights / mib:.0f} MiB (float32); peak allocations while "

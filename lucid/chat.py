@@ -78,29 +78,32 @@ class ChatSession:
             raise ValueError(f"the conversation needs {len(prompt)} positions, more than max_context="
                              f"{self.max_context}; reset() to start again")
         kept = _common_prefix(self.ids, prompt)
-        if kept < len(self.ids):  # the cache holds ids the conversation no longer starts with
+        if kept < len(self.ids) or self.cache.get_seq_length(0) != len(self.ids):
+            # the cache holds ids the conversation no longer starts with: compute it again
             self.cache.reset()
             self.ids, kept = [], 0
         self.prefilled = len(prompt) - kept
         stops = self.tokenizer.stop_token_ids
-        detok, answer, state = self.tokenizer.detokenizer(), [], None
-        for state in generate_steps(self.model, [prompt], min(self.max_new_tokens, budget), self.cache,
-                                    stop_token_ids=stops, **self.sampling):
-            token = int(state.tokens[0, -1])
-            if not answer:
-                self.time_to_first_token = time.perf_counter() - start
-            answer.append(token)
-            piece = "" if token in stops else detok.push(token)
-            if piece:
-                yield piece
-        rest = detok.flush()
-        if rest:
-            yield rest
-        self.new_tokens = len(answer)
-        # the cache holds the prompt and every new id but the last (never fed back)
-        self.ids = (prompt + answer)[:self.cache.get_seq_length(0)]
-        self.messages.append({"role": "assistant",
-                              "content": self.tokenizer.decode([t for t in answer if t not in stops])})
+        detok, answer = self.tokenizer.detokenizer(), []
+        try:
+            for state in generate_steps(self.model, [prompt], min(self.max_new_tokens, budget), self.cache,
+                                        stop_token_ids=stops, **self.sampling):
+                token = int(state.tokens[0, -1])
+                if not answer:
+                    self.time_to_first_token = time.perf_counter() - start
+                answer.append(token)
+                piece = "" if token in stops else detok.push(token)
+                if piece:
+                    yield piece
+            rest = detok.flush()
+            if rest:
+                yield rest
+        finally:  # also when the caller stops reading midway: the turn keeps what was decoded
+            self.new_tokens = len(answer)
+            # the cache holds the prompt and every new id but the last (never fed back)
+            self.ids = (prompt + answer)[:self.cache.get_seq_length(0)]
+            self.messages.append({"role": "assistant",
+                                  "content": self.tokenizer.decode([t for t in answer if t not in stops])})
 
     def ask(self, text: str) -> str:
         """:meth:`send`, joined: the whole answer."""

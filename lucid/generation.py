@@ -5,10 +5,9 @@ Token selection happens on the host: the logits of one step are small.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -98,15 +97,15 @@ def sample(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.
     probs /= probs.sum(axis=-1, keepdims=True)
     if top_p is not None:
         before = np.cumsum(probs, axis=-1) - probs  # probability of the tokens ranked above each
-        probs[before >= top_p] = 0.0
-        probs[:, 0] = np.maximum(probs[:, 0], 1e-300)
+        probs[before >= top_p] = 0.0  # never the most likely token: nothing ranks above it
     cumulative = np.cumsum(probs, axis=-1)
     draws = rng.random(len(probs)) * cumulative[:, -1]
     picks = np.minimum((cumulative <= draws[:, None]).sum(axis=-1), probs.shape[-1] - 1)
     return order[np.arange(len(order)), picks]
 
 
-def check_sampling(temperature=0.0, top_k=None, top_p=None, seed=None, num_beams: int = 1, stop_token_ids=None) -> tuple:
+def check_sampling(temperature=0.0, top_k=None, top_p=None, seed=None, num_beams: int = 1,
+                   stop_token_ids=None) -> tuple:
     """The sampling arguments of :func:`generate`, checked: ``(temperature, top_k, top_p, seed,
     stop ids as a frozenset)``; a ``ValueError`` or ``TypeError`` names the one that is wrong.
 

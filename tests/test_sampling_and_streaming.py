@@ -200,3 +200,16 @@ def test_the_terminal_chat_names_a_model_it_cannot_load(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: {tmp_path / 'none.gguf'}: no such file or directory")
+
+
+def test_a_chat_whose_answer_was_not_read_to_the_end_goes_on_exactly(model):
+    tokenizer = byte_tokenizer("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}")
+    chat = ChatSession(model, tokenizer, max_new_tokens=8)
+    stream = chat.send("hello")
+    next(stream)
+    stream.close()  # the reader went away after the first piece
+    assert len(chat.messages) == 2 and chat.cache.get_seq_length(0) == len(chat.ids)
+    answer = chat.ask("again")
+    prompt = tokenizer.apply_chat_template(chat.messages[:-1])
+    fresh = generate(model, [prompt], 8, stop_token_ids=tokenizer.stop_token_ids).new_tokens[0]
+    assert answer == tokenizer.decode([t for t in fresh if t not in tokenizer.stop_token_ids])

@@ -27,11 +27,13 @@ CHATS = [
      {"role": "user", "content": "Continue the list with three more."}],
     [{"role": "user", "content": "Summarise the following list in one paragraph:\n" + LONG}],
 ]
-CORPUS = ["Hello world", "Café naïve résumé à l'œuvre", "東京は日本の首都です。北京欢迎你", "emoji 🎉🚀 👩‍👩‍👧 ✨",
-          "def f(x):\n    return x**2  # square\n\n\n", "   runs   of    spaces\t\ttabs  ", "In 2024, 1,234,567 "
-          "people paid $19.99 each (12.5%).", "<|im_start|>user\nhi<|im_end|>\n", "it's can't we'll I'M",
-          "x=3.14159;y=42;z=0x1F", "line1\r\nline2\n\nline3\n", "Ünïcödé ßtraße Ελληνικά русский язык", "", " ",
-          "a" * 300, "🤖" * 7]
+CORPUS = [
+    "Hello world", "Café naïve résumé à l'œuvre", "東京は日本の首都です。北京欢迎你", "emoji 🎉🚀 👩‍👩‍👧 ✨",
+    "def f(x):\n    return x**2  # square\n\n\n", "   runs   of    spaces\t\ttabs  ",
+    "In 2024, 1,234,567 people paid $19.99 each (12.5%).", "<|im_start|>user\nhi<|im_end|>\n",
+    "it's can't we'll I'M", "x=3.14159;y=42;z=0x1F", "line1\r\nline2\n\nline3\n",
+    "Ünïcödé ßtraße Ελληνικά русский язык", "", " ", "a" * 300, "🤖" * 7,
+]
 STEPS = 64
 
 

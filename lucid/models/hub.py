@@ -58,9 +58,8 @@ def cache_dir() -> pathlib.Path:
     --------
     >>> import os
     >>> from lucid.models.hub import cache_dir
-    >>> os.environ["LUCID_CACHE"] = "/tmp/lucid-cache"; str(cache_dir())
-    '/tmp/lucid-cache'
-    >>> del os.environ["LUCID_CACHE"]
+    >>> str(cache_dir()) == os.environ.get("LUCID_CACHE", os.path.expanduser("~/.cache/lucid"))
+    True
     """
     return pathlib.Path(os.environ.get("LUCID_CACHE") or pathlib.Path.home() / ".cache" / "lucid")
 
