@@ -78,7 +78,11 @@ def main(argv=None) -> int:
     if problems:
         print("these pages still load from outside:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
-    print(f"published {html} with local scripts and styles; `asv preview` (in asv_bench) serves it")
+    print(f"published {html} with local scripts and styles.\n"
+          "Open it through a web server, not as a file (a browser will not let a file:// page read its "
+          "JSON, and asv then says its external dependencies failed to load):\n"
+          "  (cd asv_bench && asv preview)                 # then open http://127.0.0.1:8080\n"
+          "  python -m http.server 8080 -d asv_bench/html   # the same, with Python alone")
     return 0
 
 

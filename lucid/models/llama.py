@@ -496,7 +496,10 @@ def random_weights(config: LlamaConfig, seed: int = 0) -> dict:
 
 
 def write_random_checkpoint(directory=None, config: LlamaConfig = LlamaConfig(), seed: int = 0) -> pathlib.Path:
-    """Write a seeded random checkpoint of ``config`` as transformers lays it out (examples, tests).
+    """Write a seeded random checkpoint of ``config`` as transformers lays it out: a checkpoint
+    to try :func:`load_pretrained` and the demo (``--model DIR``) on without the network.
+
+    Without ``directory`` it goes to a new temporary directory, removed when the process exits.
 
     Examples
     --------
@@ -504,11 +507,16 @@ def write_random_checkpoint(directory=None, config: LlamaConfig = LlamaConfig(),
     >>> sorted(p.name for p in write_random_checkpoint().iterdir())
     ['config.json', 'model.safetensors']
     """
+    import atexit
+    import shutil
     import tempfile
 
     import safetensors.numpy
 
-    directory = pathlib.Path(directory or tempfile.mkdtemp())
+    if directory is None:
+        directory = tempfile.mkdtemp(prefix="lucid-checkpoint-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     safetensors.numpy.save_file(random_weights(config, seed), str(directory / "model.safetensors"))
     (directory / "config.json").write_text(json.dumps(config.to_json()))
