@@ -124,8 +124,8 @@ def prefix_reuse(model, args) -> bool:
             store.put(prompt, cache)
         return out, first[0] - start, reused
 
-    requests = "1 request shares" if args.requests == 1 else f"{args.requests} requests share"
-    print(f"\nprefix reuse: {requests} a {args.prefix_len}-token system prompt "
+    sharing = "1 request shares" if args.requests == 1 else f"{args.requests} requests share"
+    print(f"\nprefix reuse: {sharing} a {args.prefix_len}-token system prompt "
           f"(store: {args.prefix_store}, chunks of 256)\n")
     print("| request | reused tokens | time to first token, cold | warm | cold / warm | same tokens |")
     print("|---|---:|---:|---:|---:|:---:|")

@@ -52,6 +52,10 @@ def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None
         return nn.DynamicKVCache()
     if kind == "static":
         return nn.StaticKVCache(max_cache_len=max_len, num_layers=c.num_layers, max_batch_size=max_batch_size)
+    if kind == "sliding" and not c.sliding_window:
+        raise ValueError(f"cache={kind!r} needs a model with sliding-window attention; this "
+                         f"{c.architecture} attends to every position: use dynamic, static, quantized-8 or "
+                         "quantized-4 (or LlamaModel.with_attention for a windowed variant)")
     if kind == "sliding":
         return nn.SlidingWindowKVCache(c.sliding_window, sink_tokens=c.sink_tokens)
     if kind in ("quantized-8", "quantized-4"):

@@ -73,6 +73,7 @@ def test_text_in_text_out_with_the_checkpoints_tokenizer(tmp_path, capsys):
                       "--requests", "1"]) == 0
     out = capsys.readouterr().out
     assert "text: 'w1 w2 w3' -> 'w" in out
+    assert "prefix reuse: 1 request shares a 256-token system prompt" in out
 
 
 def test_token_blocks_give_the_same_logits_and_cache(backend_name, monkeypatch):

@@ -68,3 +68,11 @@ def test_demo_runs_and_passes_its_check(capsys):
     out = capsys.readouterr().out
     assert "all checks passed" in out and "| greedy, static |" in out and "| quantized 4-bit |" in out
     assert "| 1 | 1024 |" in out  # the prefix-reuse run fetched the whole system prompt
+
+
+def test_a_sliding_cache_for_a_model_without_a_window_says_which_kinds_fit():
+    from lucid.generation import make_cache
+
+    with pytest.raises(ValueError, match="cache='sliding' needs a model with sliding-window attention.*use dynamic, "
+                                         "static, quantized-8 or quantized-4"):
+        make_cache("sliding", LlamaModel.random(), 16)
