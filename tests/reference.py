@@ -64,6 +64,13 @@ class ReferenceCache:
                 layer[0] = layer[0][..., length - max_length:, :]
                 layer[1] = layer[1][..., length - max_length:, :]
 
+    def trim(self, n):
+        if any(k.shape[-2] < n for k, _ in self.layers.values()) or (n and not self.layers):
+            raise ValueError("past the start")
+        for layer in self.layers.values():
+            length = layer[0].shape[-2]
+            layer[0], layer[1] = layer[0][..., :length - n, :], layer[1][..., :length - n, :]
+
     def reset(self):
         self.layers = {}
 
@@ -91,6 +98,11 @@ class ReferenceHistory:
         if self.keys is not None and self.length > max_length:
             start = self.length - max_length
             self.keys, self.values = self.keys[..., start:, :], self.values[..., start:, :]
+
+
+    def trim(self, n):
+        if self.keys is not None:
+            self.keys, self.values = self.keys[..., :self.length - n, :], self.values[..., :self.length - n, :]
 
 
 def window_positions(length, window, sinks, new_tokens=1):

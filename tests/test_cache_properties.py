@@ -102,7 +102,7 @@ def test_random_operations_match_reference(backend_name, kind, data):
     cache, model = make(kind)
     counter = 0
     for _ in range(data.draw(st.integers(1, 12))):
-        op = data.draw(st.sampled_from(["update", "update", "update", "select", "repeat", "crop", "reset"]))
+        op = data.draw(st.sampled_from(["update", "update", "update", "select", "repeat", "crop", "trim", "reset"]))
         batch = model.batch()
         before = snapshot(cache, NUM_LAYERS)
         if op == "update":
@@ -147,6 +147,11 @@ def test_random_operations_match_reference(backend_name, kind, data):
             m = data.draw(st.integers(0, 10))
             cache.crop(m)
             model.crop(m)
+        elif op == "trim":
+            n = data.draw(st.integers(0, 6))
+            assert cache.can_trim(n) == (all(k.shape[-2] >= n for k, _ in model.layers.values())
+                                         and (n == 0 or bool(model.layers)))
+            expect_same_outcome(lambda: model.trim(n), lambda: cache.trim(n), cache, before)
         else:
             cache.reset()
             model.reset()

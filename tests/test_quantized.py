@@ -46,7 +46,7 @@ def test_random_operations_match_reference(backend_name, data):
     cache, model = nn.QuantizedKVCache(bits, group_size, residual_length), ReferenceHistory()
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     for _ in range(data.draw(st.integers(1, 12))):
-        op = data.draw(st.sampled_from(["append", "append", "append", "select", "repeat", "crop", "reset"]))
+        op = data.draw(st.sampled_from(["append", "append", "append", "select", "repeat", "crop", "trim", "reset"]))
         batch = cache.batch_size() or data.draw(st.integers(1, 3))
         if op == "append":
             count = data.draw(st.integers(1, 2 * residual_length + 3))
@@ -64,6 +64,25 @@ def test_random_operations_match_reference(backend_name, data):
             m = data.draw(st.integers(0, 12))
             cache.crop(m)
             model.crop(m)
+        elif op == "trim":
+            # What is still in full precision drops exactly; positions already in codes do not.
+            n = data.draw(st.integers(0, 2 * residual_length + 2))
+            layer = cache.layers[0] if cache.layers and cache.layers[0].written else None
+            if layer is None:
+                fits = n == 0
+            elif layer.quantized_length:  # the last residual_length positions must stay exact
+                fits = n <= layer.residual_length_held - residual_length
+            else:
+                fits = n <= model.length
+            assert cache.can_trim(n) == fits
+            if fits:
+                cache.trim(n)
+                model.trim(n)
+            else:
+                before = snapshot(cache, 1)
+                with pytest.raises(ValueError, match=f"trim\\(n={n}\\)"):
+                    cache.trim(n)
+                assert_unchanged(before, cache, 1)
         elif op == "reset":
             cache.reset()
             model = ReferenceHistory()

@@ -131,6 +131,21 @@ class Cache(abc.ABC):
         """
 
     @abc.abstractmethod
+    def prepare_trim(self, n: int) -> Callable[[], None]:
+        """Check ``n`` and prepare to drop the last ``n`` positions of every written layer;
+        return the commit.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.DynamicKVCache()
+        >>> _ = cache.update(lucid.randn(1, 1, 5, 4), lucid.randn(1, 1, 5, 4), 0)
+        >>> commit = cache.prepare_trim(2)
+        >>> commit(); cache.get_seq_length(0)
+        3
+        """
+
+    @abc.abstractmethod
     def reset(self) -> None:
         """Make every layer never-written.
 
@@ -198,6 +213,45 @@ class Cache(abc.ABC):
         2
         """
         self.prepare_crop(max_length)()
+
+    def trim(self, n: int) -> int:
+        """Drop the last ``n`` positions of every written layer and return ``n``: a rollback
+        (speculative decoding's rejected drafts, a regenerated answer). The positions kept keep
+        their numbers, unlike :meth:`crop`, which keeps the latest positions and renumbers them
+        (transformers' ``crop(max_length)`` is ``trim(length - max_length)`` here).
+
+        ``n`` past what a layer can drop (its length; a sliding window that has dropped
+        positions, which a trim would need back; a quantized layer's positions already in
+        codes) is a ``ValueError`` naming ``n``, and nothing changes: check with
+        :meth:`can_trim`.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.DynamicKVCache()
+        >>> _ = cache.update(lucid.randn(1, 1, 5, 2), lucid.randn(1, 1, 5, 2), 0)
+        >>> cache.trim(2), cache.get_seq_length(0), cache.key_positions(0, 3).tolist()
+        (2, 3, [0, 1, 2])
+        """
+        self.prepare_trim(n)()
+        return n
+
+    def can_trim(self, n: int) -> bool:
+        """Whether :meth:`trim` ``(n)`` would succeed.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.SlidingWindowKVCache(window=4)
+        >>> _ = cache.update(lucid.randn(1, 1, 3, 2), lucid.randn(1, 1, 3, 2), 0)
+        >>> cache.can_trim(3), cache.can_trim(4)
+        (True, False)
+        """
+        try:
+            self.prepare_trim(n)
+        except ValueError:
+            return False
+        return True
 
     def save(self, path) -> None:
         """Write the cache to ``path``: one safetensors file, written atomically.

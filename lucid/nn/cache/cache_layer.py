@@ -269,6 +269,45 @@ class CacheLayer(abc.ABC):
     def prepare_crop(self, max_length: int) -> Callable[[], None]:
         """Prepare to keep the latest ``max_length`` positions; return the commit."""
 
+    def trimmable(self) -> int:
+        """How many of the last positions :meth:`prepare_trim` can drop: all of them here; a
+        layer kind that no longer holds some of what came before them says less.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.DynamicLayer()
+        >>> _ = layer.update(lucid.randn(1, 1, 5, 2), lucid.randn(1, 1, 5, 2))
+        >>> layer.trimmable()
+        5
+        """
+        return self.length if self.written else 0
+
+    def prepare_trim(self, count: int) -> Callable[[], None]:
+        """Prepare to drop the last ``count`` positions (at most :meth:`trimmable`); the others
+        keep their positions. Return the commit.
+
+        Layers that keep every position read them from their buffers up to ``length``: dropping
+        the last ones is a shorter length (slots past it are zeroed before a later write could
+        expose them, as for any gap).
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.DynamicLayer()
+        >>> _ = layer.update(lucid.randn(1, 1, 5, 2), lucid.randn(1, 1, 5, 2))
+        >>> layer.prepare_trim(2)(); layer.length
+        3
+        """
+        if not self.written or not count:
+            return nothing
+        length = self.length - count
+
+        def commit() -> None:
+            self.length = length
+
+        return commit
+
     @abc.abstractmethod
     def _release(self) -> None:
         """Drop the contents and the buffers: back to a new, unwritten layer."""

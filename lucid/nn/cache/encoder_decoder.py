@@ -159,6 +159,21 @@ class EncoderDecoderCache(Cache):
         """
         return commit_all([cache.prepare_crop(max_length) for cache in self._both()])
 
+    def prepare_trim(self, n: int) -> Callable[[], None]:
+        """Prepare to drop the last ``n`` positions of the self-attention cache (the decoder's
+        tokens; the cross-attention cache holds the encoder's output, which a rollback keeps).
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.EncoderDecoderCache()
+        >>> _ = cache.update(lucid.randn(1, 1, 4, 2), lucid.randn(1, 1, 4, 2), 0)
+        >>> _ = cache.update(lucid.randn(1, 1, 6, 2), lucid.randn(1, 1, 6, 2), 0, is_cross_attention=True)
+        >>> cache.prepare_trim(1)(); cache.get_seq_length(0), cache.get_seq_length(0, is_cross_attention=True)
+        (3, 6)
+        """
+        return self.self_attention_cache.prepare_trim(n)
+
     def reset(self) -> None:
         """Reset both caches.
 

@@ -263,6 +263,16 @@ class KVCache(Cache):
         max_length = check_int(max_length, "max_length")
         return commit_all([layer.prepare_crop(max_length) for layer in self._written()])
 
+    def prepare_trim(self, n: int) -> Callable[[], None]:
+        n = check_int(n, "n")
+        if n and not self._written():
+            raise ValueError(f"trim(n={n}): the cache holds no positions; check can_trim(n) first")
+        for index, layer in enumerate(self.layers):
+            if layer.written and n > layer.trimmable():
+                raise ValueError(f"trim(n={n}): layer {index} ({layer!r}) can drop at most its last "
+                                 f"{layer.trimmable()} positions; check can_trim(n) first")
+        return commit_all([layer.prepare_trim(n) for layer in self._written()])
+
     def reset(self) -> None:
         # Each layer's policy decides what it keeps (a static layer keeps its buffers).
         for layer in self.layers:

@@ -264,6 +264,51 @@ class QuantizedLayer(CacheLayer):
 
         return commit
 
+    def trimmable(self) -> int:
+        """Positions that drop exactly while the last ``min(length, residual_length)`` stay in
+        full precision: every position while none is quantized, else the residual's positions
+        past ``residual_length`` (up to ``residual_length - 1`` of them; none right after a
+        quantization). Positions already in codes never come back to full precision.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.QuantizedLayer(bits=8, group_size=4, residual_length=2)
+        >>> _ = layer.update(lucid.randn(1, 1, 3, 4), lucid.randn(1, 1, 3, 4))
+        >>> layer.trimmable()
+        3
+        >>> _ = layer.update(lucid.randn(1, 1, 1, 4), lucid.randn(1, 1, 1, 4))  # quantizes 2
+        >>> _ = layer.update(lucid.randn(1, 1, 1, 4), lucid.randn(1, 1, 1, 4))
+        >>> layer.quantized_length, layer.trimmable()
+        (2, 1)
+        """
+        if not self.written:
+            return 0
+        if not self.quantized_length:
+            return self.length
+        return max(0, self.residual_length_held - self.residual_length)
+
+    def prepare_trim(self, count: int) -> Callable[[], None]:
+        """Prepare to drop the last ``count`` positions (at most :meth:`trimmable`, all in full
+        precision); return the commit.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.QuantizedLayer(bits=8, group_size=4, residual_length=2)
+        >>> _ = layer.update(lucid.randn(1, 1, 3, 4), lucid.randn(1, 1, 3, 4))
+        >>> layer.prepare_trim(1)(); layer.length, layer.residual_length_held
+        (2, 2)
+        """
+        if not self.written or not count:
+            return nothing
+        held, length = self.residual_length_held - count, self.length - count
+
+        def commit() -> None:
+            self.residual_length_held, self.length = held, length
+
+        return commit
+
     def arguments(self) -> dict:
         """``{"bits": ..., "group_size": ..., "residual_length": ...}``.
 

@@ -297,6 +297,26 @@ class SlidingWindowLayer(CacheLayer):
             "cropped to max_length >= its length (a no-op). Use reset() to start over"
         )
 
+    def trimmable(self) -> int:
+        """Every position while none has left the window (``length <= window + sink_tokens``),
+        else none: the positions before the last ``window`` are gone, and after a trim the
+        window would need them.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.SlidingWindowLayer(window=4)
+        >>> _ = layer.update(lucid.randn(1, 1, 3, 2), lucid.randn(1, 1, 3, 2))
+        >>> layer.trimmable()
+        3
+        >>> _ = layer.update(lucid.randn(1, 1, 2, 2), lucid.randn(1, 1, 2, 2))
+        >>> layer.trimmable()
+        0
+        """
+        if not self.written or self.length > self.window + self.sink_tokens:
+            return 0
+        return self.length
+
     def arguments(self) -> dict:
         """``{"window": ..., "sink_tokens": ...}``.
 
