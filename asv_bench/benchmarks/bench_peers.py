@@ -25,7 +25,11 @@ def _static(transformers, layers, capacity):
 
 
 class PeerDecodeStep:
-    """100 consecutive decode steps (B=1, H=8, D=64, float32) from a cache of ``length`` tokens."""
+    """100 consecutive decode steps (B=1, H=8, D=64, float32) from a cache of ``length`` tokens.
+
+    n/a on the dashboard: torch and transformers were not installed where asv ran (``pip install
+    -e ".[compare]"``).
+    """
 
     params = [["DynamicCache", "StaticCache"], [128, 1024, 4096, 16384]]
     param_names = ["cache", "length"]
@@ -63,6 +67,9 @@ class PeerBeams:
 
     DynamicCache only: transformers' StaticCache layers have no ``batch_repeat_interleave``.
     Compare with bench_cache.Beams.
+
+    n/a on the dashboard: torch and transformers were not installed where asv ran (``pip install
+    -e ".[compare]"``).
     """
 
     params = [["DynamicCache"], ["repeat", "reorder"]]
@@ -143,7 +150,11 @@ class PeerGenerateLlama:
     """Seconds for lucid and for transformers to generate on one Llama checkpoint (see
     ``_llama_runs``; ``benchmarks/llama_vs_transformers.py`` gives the same rows as a table with
     a profile). Each implementation is timed on its own: for their ratio, read
-    ``PeerGenerateLlamaRatio``, which takes both in turns."""
+    ``PeerGenerateLlamaRatio``, which takes both in turns.
+
+    n/a on the dashboard: torch and transformers were not installed where asv ran (``pip install
+    -e ".[compare]"``).
+    """
 
     params = [["lucid", "transformers"], [1, 8], [128, 1024]]
     param_names = ["implementation", "batch", "prompt"]
@@ -167,6 +178,9 @@ class PeerGenerateLlamaRatio:
     calls (torch's threads spin for a while after a call), and the ratio of their medians is
     recorded. Timed apart, as ``PeerGenerateLlama`` does, they would fall on different moments
     of a machine whose speed drifts, and their ratio with them.
+
+    n/a on the dashboard: torch and transformers were not installed where asv ran (``pip install
+    -e ".[compare]"``).
     """
 
     params = [[1, 8], [128, 1024]]
@@ -225,7 +239,11 @@ class PeerSmolLM2Ratio:
     """lucid's tokens per second over transformers' on the trained SmolLM2-135M-Instruct (the
     GGUF the demo runs), one thread each, timed in turns (3 calls each after a warm-up): the
     prefill (``new_tokens=1``) and a 16-token decode. ``benchmarks/smollm2_vs_peers.py`` gives the
-    same comparison as a table, with llama.cpp beside it."""
+    same comparison as a table, with llama.cpp beside it.
+
+    n/a on the dashboard: torch and transformers were not installed where asv ran (``pip install
+    -e ".[compare]"``). For SmolLM2, also where the model could not be fetched.
+    """
 
     params = [[1, 8], [128, 1024], [1, 16]]
     param_names = ["batch", "prompt", "new_tokens"]

@@ -2,7 +2,19 @@
 import lucid
 import lucid.nn as nn
 
-BACKENDS = ["numpy", "cupy"]
+
+
+def _usable(name: str) -> bool:
+    try:
+        with lucid.use_backend(name):
+            return True
+    except lucid.BackendError:
+        return False
+
+
+# CuPy's series exist only on a machine with a usable GPU: elsewhere the dashboard would list
+# them with no data. (Results of a GPU machine keep theirs.)
+BACKENDS = ["numpy"] + (["cupy"] if _usable("cupy") else [])
 # (batch, heads, head_dim)
 SHAPES = {"B1-H8-D64": (1, 8, 64), "B8-H32-D128": (8, 32, 128)}
 DTYPES = {"float32": lucid.Float32, "float16": lucid.Float16}
