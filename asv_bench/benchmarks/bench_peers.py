@@ -26,9 +26,6 @@ def _static(transformers, layers, capacity):
 
 class PeerDecodeStep:
     """100 consecutive decode steps (B=1, H=8, D=64, float32) from a cache of ``length`` tokens.
-
-    n/a on the dashboard: torch and transformers were not installed where asv ran (``pip install
-    -e ".[compare]"``).
     """
 
     params = [["DynamicCache", "StaticCache"], [128, 1024, 4096, 16384]]
@@ -37,6 +34,7 @@ class PeerDecodeStep:
     warmup_time = 0
 
     def setup(self, cache, length):
+        """n/a on the dashboard: the compare extra (torch, transformers) is not installed where asv ran."""
         torch, transformers = _import()
         torch.set_num_threads(1)
         self.k = torch.randn(1, 8, 1, 64)
@@ -67,9 +65,6 @@ class PeerBeams:
 
     DynamicCache only: transformers' StaticCache layers have no ``batch_repeat_interleave``.
     Compare with bench_cache.Beams.
-
-    n/a on the dashboard: torch and transformers were not installed where asv ran (``pip install
-    -e ".[compare]"``).
     """
 
     params = [["DynamicCache"], ["repeat", "reorder"]]
@@ -78,6 +73,7 @@ class PeerBeams:
     warmup_time = 0
 
     def setup(self, cache, operation):
+        """n/a on the dashboard: the compare extra (torch, transformers) is not installed where asv ran."""
         torch, transformers = _import()
         torch.set_num_threads(1)
         k = torch.randn(1, 8, 1024, 64)
@@ -151,9 +147,6 @@ class PeerGenerateLlama:
     ``_llama_runs``; ``benchmarks/llama_vs_transformers.py`` gives the same rows as a table with
     a profile). Each implementation is timed on its own: for their ratio, read
     ``PeerGenerateLlamaRatio``, which takes both in turns.
-
-    n/a on the dashboard: torch and transformers were not installed where asv ran (``pip install
-    -e ".[compare]"``).
     """
 
     params = [["lucid", "transformers"], [1, 8], [128, 1024]]
@@ -164,6 +157,7 @@ class PeerGenerateLlama:
     timeout = 600
 
     def setup(self, implementation, batch, prompt):
+        """n/a on the dashboard: the compare extra (torch, transformers) is not installed where asv ran."""
         self.run = _llama_runs(batch, prompt)[implementation]
 
     def time_generate_32_tokens(self, *params):
@@ -178,9 +172,6 @@ class PeerGenerateLlamaRatio:
     calls (torch's threads spin for a while after a call), and the ratio of their medians is
     recorded. Timed apart, as ``PeerGenerateLlama`` does, they would fall on different moments
     of a machine whose speed drifts, and their ratio with them.
-
-    n/a on the dashboard: torch and transformers were not installed where asv ran (``pip install
-    -e ".[compare]"``).
     """
 
     params = [[1, 8], [128, 1024]]
@@ -190,6 +181,7 @@ class PeerGenerateLlamaRatio:
     turns = 5
 
     def setup(self, batch, prompt):
+        """n/a on the dashboard: the compare extra (torch, transformers) is not installed where asv ran."""
         self.runs = _llama_runs(batch, prompt)
         for run in self.runs.values():
             run()
@@ -240,9 +232,6 @@ class PeerSmolLM2Ratio:
     GGUF the demo runs), one thread each, timed in turns (3 calls each after a warm-up): the
     prefill (``new_tokens=1``) and a 16-token decode. ``benchmarks/smollm2_vs_peers.py`` gives the
     same comparison as a table, with llama.cpp beside it.
-
-    n/a on the dashboard: torch and transformers were not installed where asv ran (``pip install
-    -e ".[compare]"``). For SmolLM2, also where the model could not be fetched.
     """
 
     params = [[1, 8], [128, 1024], [1, 16]]
@@ -252,6 +241,8 @@ class PeerSmolLM2Ratio:
     turns = 3
 
     def setup(self, batch, prompt, new_tokens):
+        """n/a on the dashboard: the compare extra (torch, transformers) is not installed where asv ran,
+        or the model could not be fetched."""
         self.runs = _smollm2_runs(batch, prompt, new_tokens)
         for run in self.runs.values():
             run()
