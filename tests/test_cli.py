@@ -56,3 +56,9 @@ def test_demo_off_a_terminal_prints_the_table_and_no_progress_bars():
     result = run("lucid.demo", "--model", "tiny", "--tokens", "3", "--layers", "1")
     assert result.returncode == 0 and "all checks passed" in result.stdout
     assert result.stderr == ""  # tqdm stays silent when stderr is not a terminal
+
+
+def test_the_demo_names_a_model_path_that_does_not_exist(tmp_path):
+    result = run("lucid.demo", "--model", str(tmp_path / "nonexistent"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path / 'nonexistent'}: no such file or directory")
