@@ -52,11 +52,6 @@ class Tokenizer:
                 ends.add(backend.token_to_id(name))
         self.stop_token_ids = sorted(ends)
 
-    @property
-    def vocab_size(self) -> int:
-        """How many ids the tokenizer knows (special tokens included)."""
-        return self.backend.get_vocab_size(with_added_tokens=True)
-
     def encode(self, text: str) -> list:
         """The ids of ``text``; special tokens written in it (``<|im_start|>``) stay whole."""
         if not isinstance(text, str):
