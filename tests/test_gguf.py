@@ -101,3 +101,13 @@ def test_an_unknown_tokenizer_model_names_the_file(tmp_path):
     write_one_tensor(tmp_path / "sp.gguf", "llama", np.zeros((2, 4), np.float32), tokenizer_model="llama")
     with pytest.raises(ValueError, match=r"sp\.gguf: tokenizer model 'llama' is not supported"):
         load_tokenizer(tmp_path / "sp.gguf")
+
+
+def test_a_rewritten_file_is_read_again(tmp_path):
+    import os
+
+    path = write_gguf(tmp_path / "m.gguf", CONFIG, random_weights(CONFIG, seed=1))
+    first = GGUFWeights(path).get("model.norm.weight")
+    write_gguf(path, CONFIG, random_weights(CONFIG, seed=2))
+    os.utime(path, ns=(1, 1))  # a different modification time, even on a coarse clock
+    assert not np.array_equal(GGUFWeights(path).get("model.norm.weight"), first)

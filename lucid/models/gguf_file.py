@@ -10,6 +10,8 @@ as transformers' GGUF loader does.
 """
 from __future__ import annotations
 
+import functools
+import os
 import pathlib
 
 import numpy as np
@@ -47,6 +49,32 @@ def is_gguf(path) -> bool:
         return False
     with open(path, "rb") as f:
         return f.read(4) == b"GGUF"
+
+
+def read_gguf(path):
+    """The ``gguf.GGUFReader`` of ``path``, parsed once while the file is unchanged: the model and
+    its tokenizer read the same metadata (the vocabulary and its merges take seconds to parse).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from lucid.models import LlamaConfig
+    >>> from lucid.models.gguf_file import read_gguf, write_gguf
+    >>> from lucid.models.llama import random_weights
+    >>> path = write_gguf(pathlib.Path(tempfile.mkdtemp()) / "m.gguf", LlamaConfig(), random_weights(LlamaConfig()))
+    >>> read_gguf(path) is read_gguf(path)
+    True
+    """
+    path = pathlib.Path(path).resolve()
+    stat = os.stat(path)
+    return _reader(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _reader(path: pathlib.Path, mtime_ns: int, size: int):
+    from gguf import GGUFReader
+
+    return GGUFReader(str(path))
 
 
 def gguf_name(name: str) -> str:
@@ -89,11 +117,9 @@ class GGUFWeights:
     """
 
     def __init__(self, path):
-        from gguf import GGUFReader
-
         self.path = pathlib.Path(path)
         try:
-            self.reader = GGUFReader(str(self.path))
+            self.reader = read_gguf(self.path)
         except (ValueError, OSError) as error:
             raise ValueError(f"{self.path}: not a GGUF file lucid can read ({error})") from None
         self.tensors = {t.name: t for t in self.reader.tensors}
@@ -153,6 +179,8 @@ class GGUFWeights:
         if tensor is None:
             raise ValueError(f"{self.path}: no tensor {gguf_name(name)!r} (transformers' {name!r})")
         array = np.asarray(quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
+        if np.may_share_memory(array, tensor.data):  # an F32 tensor comes back as a view of the mapped file
+            array = array.copy()
         rotary = ".attn_q." in tensor.name or ".attn_k." in tensor.name
         if rotary and self.architecture in ("llama", "mistral") and tensor.name.endswith(".weight"):
             heads = int(self._required("attention.head_count" if ".attn_q." in tensor.name

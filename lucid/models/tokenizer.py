@@ -233,9 +233,9 @@ def load_tokenizer(path) -> Tokenizer:
 
 
 def _from_gguf(path: pathlib.Path) -> Tokenizer:
-    from gguf import GGUFReader
+    from .gguf_file import read_gguf
 
-    reader = GGUFReader(str(path))
+    reader = read_gguf(path)
 
     def field(key, default=None):
         value = reader.fields.get(key)
