@@ -15,7 +15,7 @@ def reshape(x, /, shape, *, copy=None):
 
     Examples
     --------
-    >>> from backends import _numpy_xp as xp
+    >>> from lucid_backends import _numpy_xp as xp
     >>> xp.reshape(xp.arange(6), (2, 3)).shape
     (2, 3)
     """
@@ -29,7 +29,7 @@ def permute_dims(x, /, axes):
 
     Examples
     --------
-    >>> from backends import _numpy_xp as xp
+    >>> from lucid_backends import _numpy_xp as xp
     >>> xp.permute_dims(xp.zeros((2, 3, 4)), (2, 0, 1)).shape
     (4, 2, 3)
     """
@@ -41,7 +41,7 @@ def matrix_transpose(x, /):
 
     Examples
     --------
-    >>> from backends import _numpy_xp as xp
+    >>> from lucid_backends import _numpy_xp as xp
     >>> xp.matrix_transpose(xp.zeros((5, 2, 3))).shape
     (5, 3, 2)
     """
@@ -55,7 +55,7 @@ def flip(x, /, *, axis=None):
 
     Examples
     --------
-    >>> from backends import _numpy_xp as xp
+    >>> from lucid_backends import _numpy_xp as xp
     >>> xp.flip(xp.reshape(xp.arange(4), (2, 2)), axis=-1).tolist()
     [[1, 0], [3, 2]]
     """

@@ -33,8 +33,8 @@ class Backend:
 
     Examples
     --------
-    >>> import backends
-    >>> b = backends.get_backend()
+    >>> import lucid_backends
+    >>> b = lucid_backends.get_backend()
     >>> b.name, b.device
     ('numpy', 'cpu')
     """
@@ -54,8 +54,8 @@ class Backend:
 
         Examples
         --------
-        >>> import backends
-        >>> backends.load_backend("array_api_strict").dtype("bfloat16") is None
+        >>> import lucid_backends
+        >>> lucid_backends.load_backend("array_api_strict").dtype("bfloat16") is None
         True
         """
         return getattr(self.xp, name, None)
@@ -68,8 +68,8 @@ class Backend:
 
         Examples
         --------
-        >>> import backends
-        >>> backends.load_backend("numpy").total_memory() > 2**20
+        >>> import lucid_backends
+        >>> lucid_backends.load_backend("numpy").total_memory() > 2**20
         True
         """
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -80,8 +80,8 @@ class Backend:
 
         Examples
         --------
-        >>> import numpy as np, backends
-        >>> strict = backends.load_backend("array_api_strict")
+        >>> import numpy as np, lucid_backends
+        >>> strict = lucid_backends.load_backend("array_api_strict")
         >>> strict.from_host(np.ones(2)).shape
         (2,)
         """
@@ -92,8 +92,8 @@ class Backend:
 
         Examples
         --------
-        >>> import backends
-        >>> strict = backends.load_backend("array_api_strict")
+        >>> import lucid_backends
+        >>> strict = lucid_backends.load_backend("array_api_strict")
         >>> strict.to_host(strict.xp.ones(2)).tolist()
         [1.0, 1.0]
         """
@@ -104,8 +104,8 @@ class Backend:
 
         Examples
         --------
-        >>> import numpy as np, backends
-        >>> backends.load_backend("numpy").from_dlpack(np.arange(3)).tolist()
+        >>> import numpy as np, lucid_backends
+        >>> lucid_backends.load_backend("numpy").from_dlpack(np.arange(3)).tolist()
         [0, 1, 2]
         """
         if obj.__dlpack_device__()[0] == _DLPACK_CPU:
@@ -117,8 +117,8 @@ class Backend:
 
         Examples
         --------
-        >>> import backends
-        >>> backends.get_backend().synchronize()
+        >>> import lucid_backends
+        >>> lucid_backends.get_backend().synchronize()
         """
 
     # -- copying -----------------------------------------------------------
@@ -130,8 +130,8 @@ class Backend:
 
         Examples
         --------
-        >>> import backends
-        >>> b = backends.load_backend("array_api_strict")
+        >>> import lucid_backends
+        >>> b = lucid_backends.load_backend("array_api_strict")
         >>> dst = b.xp.zeros((3, 2))
         >>> b.copy_rows(dst, b.xp.asarray([[1.0, 1.0], [2.0, 2.0]]), [1, 0, 1])
         >>> b.to_host(dst)[:, 0].tolist()
@@ -145,8 +145,8 @@ class Backend:
 
         Examples
         --------
-        >>> import backends
-        >>> b = backends.load_backend("array_api_strict")
+        >>> import lucid_backends
+        >>> b = lucid_backends.load_backend("array_api_strict")
         >>> b.to_host(b.take_rows(b.xp.asarray([[1.0], [2.0]]), [1, 1])).ravel().tolist()
         [2.0, 2.0]
         """
@@ -162,8 +162,8 @@ class Backend:
 
         Examples
         --------
-        >>> import backends
-        >>> backends.load_backend("array_api_strict").map_blocks(lambda b: b * b, range(4))
+        >>> import lucid_backends
+        >>> lucid_backends.load_backend("array_api_strict").map_blocks(lambda b: b * b, range(4))
         [0, 1, 4, 9]
         """
         return [fn(block) for block in blocks]
@@ -177,8 +177,8 @@ class Backend:
 
         Examples
         --------
-        >>> import backends
-        >>> b = backends.load_backend("array_api_strict")
+        >>> import lucid_backends
+        >>> b = lucid_backends.load_backend("array_api_strict")
         >>> with b.parallel_region():
         ...     b.map_blocks(abs, [-1, 2])
         [1, 2]
@@ -196,8 +196,8 @@ class Backend:
 
         Examples
         --------
-        >>> import backends
-        >>> b = backends.load_backend("array_api_strict")
+        >>> import lucid_backends
+        >>> b = lucid_backends.load_backend("array_api_strict")
         >>> b.to_host(b.exp2_shifted(b.xp.asarray([1.0, 3.0]), b.xp.asarray(3.0))).tolist()
         [0.25, 1.0]
         """
@@ -232,8 +232,8 @@ class Backend:
 
         Examples
         --------
-        >>> import backends
-        >>> b = backends.load_backend("array_api_strict")
+        >>> import lucid_backends
+        >>> b = lucid_backends.load_backend("array_api_strict")
         >>> buf = b.xp.zeros((1, 1, 4, 1))
         >>> write = b.prepare_scatter(buf, b.xp.ones((1, 1, 2, 1)), b.xp.asarray([3, 1]), 1, 4)
         >>> b.to_host(buf).ravel().tolist()

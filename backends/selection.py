@@ -26,10 +26,10 @@ class BackendError(ValueError):
 
     Examples
     --------
-    >>> import backends
+    >>> import lucid_backends
     >>> try:
-    ...     backends.load_backend("tpu")
-    ... except backends.BackendError as error:
+    ...     lucid_backends.load_backend("tpu")
+    ... except lucid_backends.BackendError as error:
     ...     print("not a known backend" in str(error))
     True
     """
@@ -62,7 +62,7 @@ def load_backend(name: str, source: str = "backend") -> Backend:
 
     Examples
     --------
-    >>> from backends import load_backend
+    >>> from lucid_backends import load_backend
     >>> load_backend("numpy").device
     'cpu'
     """
@@ -81,8 +81,8 @@ def get_backend() -> Backend:
 
     Examples
     --------
-    >>> import backends
-    >>> backends.get_backend().name in ("numpy", "cupy", "array_api_strict")
+    >>> import lucid_backends
+    >>> lucid_backends.get_backend().name in ("numpy", "cupy", "array_api_strict")
     True
     """
     blocks = _blocks.get()
@@ -102,8 +102,8 @@ def set_backend(name: str) -> Backend:
 
     Examples
     --------
-    >>> import backends
-    >>> backends.set_backend("numpy").name
+    >>> import lucid_backends
+    >>> lucid_backends.set_backend("numpy").name
     'numpy'
     """
     global _default
@@ -121,8 +121,8 @@ def use_backend(name: str) -> Iterator[Backend]:
 
     Examples
     --------
-    >>> import backends
-    >>> with backends.use_backend("numpy") as b:
+    >>> import lucid_backends
+    >>> with lucid_backends.use_backend("numpy") as b:
     ...     print(b.name)
     numpy
     """
@@ -140,8 +140,8 @@ def host_backend() -> Backend:
 
     Examples
     --------
-    >>> import backends
-    >>> backends.host_backend().name
+    >>> import lucid_backends
+    >>> lucid_backends.host_backend().name
     'numpy'
     """
     return load_backend("numpy")
@@ -152,8 +152,8 @@ def backend_of(array) -> Backend | None:
 
     Examples
     --------
-    >>> import numpy as np, backends
-    >>> backends.backend_of(np.zeros(2)).name
+    >>> import numpy as np, lucid_backends
+    >>> lucid_backends.backend_of(np.zeros(2)).name
     'numpy'
     """
     kind = type(array)
@@ -173,8 +173,8 @@ def gpu_problem() -> str | None:
 
     Examples
     --------
-    >>> import backends
-    >>> isinstance(backends.gpu_problem(), (str, type(None)))
+    >>> import lucid_backends
+    >>> isinstance(lucid_backends.gpu_problem(), (str, type(None)))
     True
     """
     from ._cupy import gpu_problem as problem
@@ -190,8 +190,8 @@ def backend_for_device(device: str) -> Backend:
 
     Examples
     --------
-    >>> import backends
-    >>> backends.backend_for_device("cpu").device
+    >>> import lucid_backends
+    >>> lucid_backends.backend_for_device("cpu").device
     'cpu'
     """
     active = get_backend()

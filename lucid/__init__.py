@@ -3,7 +3,7 @@
 Pick the backend with ``LUCID_BACKEND`` (``numpy`` default, ``cupy``, ``auto``)
 or :func:`set_backend` / :func:`use_backend`.
 """
-from backends import BackendError, get_backend, set_backend, use_backend
+from lucid_backends import BackendError, get_backend, set_backend, use_backend
 
 from .creation import arange, concatenate, empty, full, max, min, ones, stack, where, zeros, zeros_like
 from .dtypes import BFloat16, Bool, DType, Float16, Float32, Float64, Int8, Int16, Int32, Int64, UInt8

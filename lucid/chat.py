@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from .nn.cache.arguments import check_int
+from .validation import check_int
 from .generation import check_sampling, generate_steps, make_cache
 
 

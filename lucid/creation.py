@@ -1,7 +1,7 @@
 """Functions that create or combine tensors on the active backend."""
 from __future__ import annotations
 
-import backends
+import lucid_backends
 
 from . import dtypes
 from .tensor import Tensor
@@ -16,7 +16,7 @@ def _shape(shape) -> tuple[int, ...]:
 
 
 def _target(device):
-    return backends.get_backend() if device is None else backends.backend_for_device(device)
+    return lucid_backends.get_backend() if device is None else lucid_backends.backend_for_device(device)
 
 
 def _make(fn_name, shape, dtype, device, default=dtypes.Float32, **kw) -> Tensor:

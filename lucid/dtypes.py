@@ -75,9 +75,9 @@ def from_backend(backend, dtype) -> DType:
 
     Examples
     --------
-    >>> import numpy as np, backends
+    >>> import numpy as np, lucid_backends
     >>> from lucid import dtypes
-    >>> dtypes.from_backend(backends.load_backend("numpy"), np.dtype("float16"))
+    >>> dtypes.from_backend(lucid_backends.load_backend("numpy"), np.dtype("float16"))
     Float16
     """
     try:
@@ -93,9 +93,9 @@ def to_backend(backend, dtype):
 
     Examples
     --------
-    >>> import backends
+    >>> import lucid_backends
     >>> from lucid import dtypes
-    >>> str(dtypes.to_backend(backends.load_backend("numpy"), dtypes.BFloat16))
+    >>> str(dtypes.to_backend(lucid_backends.load_backend("numpy"), dtypes.BFloat16))
     'bfloat16'
     """
     if dtype is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import nn
-from .nn.cache.arguments import check_int
+from .validation import check_int
 
 
 @dataclass

@@ -9,19 +9,18 @@ for the same model and the same preceding text.
 from __future__ import annotations
 
 import hashlib
-import json
 
 import numpy as np
-import safetensors
-import safetensors.numpy
 
-import backends
+import lucid_backends
+from lucid_backends import framing
 
-from .serialization import checksum
 from .tensor import Tensor
+from .tiers import Tier
+from .validation import check_int
 
 FORMAT = "lucid-prefix-chunk"
-VERSION = 1
+VERSION = 2
 
 
 class PrefixStore:
@@ -63,12 +62,10 @@ class PrefixStore:
         if not tiers:
             raise ValueError("tiers must name at least one tier, e.g. [nn.MemoryTier()]")
         for i, tier in enumerate(tiers):
-            if not all(callable(getattr(tier, name, None)) for name in ("get", "put", "delete")):
-                raise TypeError(f"tiers[{i}] must be a tier (MemoryTier, DiskTier, RedisTier), got {type(tier).__name__}")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-            raise TypeError(f"chunk_size must be an int, got {type(chunk_size).__name__}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+            if not isinstance(tier, Tier):
+                raise TypeError(f"tiers[{i}] must be a tier (MemoryTier, DiskTier, RedisTier, or any nn.Tier), "
+                                f"got {type(tier).__name__}")
+        chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
         if not isinstance(fingerprint, str) or not fingerprint:
             raise TypeError("fingerprint must be a non-empty str naming the model (weights and configuration), "
                             f"got {fingerprint!r}")
@@ -105,39 +102,29 @@ class PrefixStore:
     # -- chunks ----------------------------------------------------------
     def _encode(self, key: str, index: int, cache) -> bytes:
         start, stop = index * self.chunk_size, (index + 1) * self.chunk_size
-        tensors = {}
+        arrays = {}
         for layer in range(len(cache.layers)):
             keys, values = cache.get(layer)
             for name, array in (("keys", keys), ("values", values)):
-                host = np.ascontiguousarray(array.numpy()[..., start:stop, :])
-                tensors[f"{layer}.{name}"] = host.view(np.uint16) if host.dtype.name == "bfloat16" else host
-        dtype = keys.dtype.name
+                arrays[f"{layer}.{name}"] = array.numpy()[..., start:stop, :]
         meta = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint, "key": key, "index": index,
-                "chunk_size": self.chunk_size, "dtype": dtype, "crc32": checksum(tensors),
-                "shapes": {name: list(array.shape) for name, array in tensors.items()}}
-        return safetensors.numpy.save(tensors, metadata={"lucid": json.dumps(meta)})
+                "chunk_size": self.chunk_size, "shapes": {name: list(array.shape) for name, array in arrays.items()}}
+        return framing.pack(arrays, meta)
 
     def _decode(self, data: bytes, key: str, index: int) -> dict | None:
         """The chunk's host arrays, or ``None`` if it fails any check."""
         try:
-            tensors = safetensors.numpy.load(data)
-            header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
-            meta = json.loads(header["__metadata__"]["lucid"])
-        except (safetensors.SafetensorError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            arrays, meta = framing.unpack(data)
+        except ValueError:
             return None
         expected = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint, "key": key,
-                    "index": index, "chunk_size": self.chunk_size}
+                    "index": index, "chunk_size": self.chunk_size,
+                    "shapes": {name: list(array.shape) for name, array in arrays.items()}}
         if any(meta.get(name) != value for name, value in expected.items()):
             return None
-        shapes = {name: list(array.shape) for name, array in tensors.items()}
-        if shapes != meta.get("shapes") or checksum(tensors) != meta.get("crc32"):
+        if any(array.shape[-2] != self.chunk_size for array in arrays.values()):
             return None
-        if any(shape[-2] != self.chunk_size for shape in shapes.values()):
-            return None
-        if meta.get("dtype") == "BFloat16":
-            bfloat16 = np.dtype(backends.load_backend("numpy").dtype("bfloat16"))
-            tensors = {name: array.view(bfloat16) for name, array in tensors.items()}
-        return tensors
+        return arrays
 
     def _read(self, key: str, index: int) -> dict | None:
         for level, tier in enumerate(self.tiers):
@@ -208,7 +195,7 @@ class PrefixStore:
             chunks.append(chunk)
         if not chunks:
             return 0
-        backend = backends.get_backend()
+        backend = lucid_backends.get_backend()
         try:
             for layer in range(len(chunks[0]) // 2):
                 keys, values = (np.concatenate([c[f"{layer}.{name}"] for c in chunks], axis=-2)

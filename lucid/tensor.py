@@ -6,7 +6,7 @@ import operator
 
 import numpy as np
 
-import backends
+import lucid_backends
 
 from . import dtypes
 from .dtypes import DType
@@ -32,17 +32,17 @@ def _backend_and_array(data, device):
     """Find the backend array behind ``data`` (no copy when it already lives on ``device``)."""
     if isinstance(data, Tensor):
         data = data.array
-    backend = backends.backend_of(data)
+    backend = lucid_backends.backend_of(data)
     if backend is not None:
         if device is None or device == backend.device:
             return backend, data
-        target = backends.backend_for_device(device)
+        target = lucid_backends.backend_for_device(device)
         return target, target.from_host(backend.to_host(data))
     if hasattr(data, "__dlpack__") and not isinstance(data, (numbers.Number, list, tuple)):
         on_cpu = data.__dlpack_device__()[0] == 1
-        target = backends.backend_for_device(device or ("cpu" if on_cpu else "gpu"))
+        target = lucid_backends.backend_for_device(device or ("cpu" if on_cpu else "gpu"))
         return target, target.from_dlpack(data)
-    target = backends.get_backend() if device is None else backends.backend_for_device(device)
+    target = lucid_backends.get_backend() if device is None else lucid_backends.backend_for_device(device)
     return target, target.from_host(_host_from_python(data))
 
 
@@ -63,7 +63,7 @@ class Tensor:
     ----------
     array : array
         The backend array behind the tensor (NumPy, CuPy...), shared, not copied.
-    backend : backends.Backend
+    backend : lucid_backends.Backend
         The backend that array belongs to; ``backend.xp`` is its array namespace.
 
     Examples

@@ -11,15 +11,34 @@ import os
 import pathlib
 import tempfile
 import threading
+import time
+import typing
 import warnings
 
+from .validation import check_int
 
-def _check_bytes_limit(max_bytes) -> int:
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
-        raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
-    if max_bytes < 1:
-        raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
-    return max_bytes
+
+@typing.runtime_checkable
+class Tier(typing.Protocol):
+    """What a :class:`~lucid.nn.PrefixStore` needs of a place to keep chunks: opaque bytes
+    under string keys. ``get`` answers ``None`` on a miss; none of the three raises for a
+    backing store that is unavailable (that is a miss, or a write that did not happen).
+
+    Examples
+    --------
+    >>> import lucid.nn as nn
+    >>> isinstance(nn.MemoryTier(), nn.Tier), isinstance(object(), nn.Tier)
+    (True, False)
+    """
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes stored under ``key``, or ``None``."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` (a tier may drop it, e.g. past its size limit)."""
+
+    def delete(self, key: str) -> None:
+        """Forget ``key`` (no error if absent)."""
 
 
 class MemoryTier:
@@ -35,7 +54,7 @@ class MemoryTier:
     """
 
     def __init__(self, max_bytes: int = 1 << 30):
-        self.max_bytes = _check_bytes_limit(max_bytes)
+        self.max_bytes = check_int(max_bytes, "max_bytes", minimum=1)
         self._items: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.nbytes = 0
@@ -73,7 +92,8 @@ class DiskTier:
 
     Each chunk is written to a temporary file and renamed into place, so readers (in this or
     any other process) see whole chunks only, and two writers of the same chunk both succeed.
-    A read marks the file used (its modification time), which is what eviction goes by.
+    A write or a read marks the file used (its modification time, strictly increasing within
+    a process), which is what eviction goes by.
 
     Examples
     --------
@@ -88,17 +108,24 @@ class DiskTier:
 
     def __init__(self, directory, max_bytes: int = 10 << 30):
         self.directory = pathlib.Path(directory)
-        self.max_bytes = _check_bytes_limit(max_bytes)
+        self.max_bytes = check_int(max_bytes, "max_bytes", minimum=1)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._last_use = 0
 
     def _path(self, key: str) -> pathlib.Path:
         return self.directory / f"{key}{self.SUFFIX}"
+
+    def _mark_used(self, path: pathlib.Path) -> None:
+        """Stamp ``path`` as used now: strictly after every stamp this tier gave before, so
+        that two uses within the clock's resolution still keep their order."""
+        self._last_use = max(time.time_ns(), self._last_use + 1)
+        os.utime(path, ns=(self._last_use, self._last_use))
 
     def get(self, key: str) -> bytes | None:
         path = self._path(key)
         try:
             data = path.read_bytes()
-            os.utime(path)  # used now: the last to be evicted
+            self._mark_used(path)  # the last to be evicted
         except FileNotFoundError:
             return None
         return data
@@ -111,6 +138,7 @@ class DiskTier:
             with os.fdopen(handle, "wb") as file:
                 file.write(data)
             os.replace(temporary, self._path(key))
+            self._mark_used(self._path(key))
         except BaseException:
             pathlib.Path(temporary).unlink(missing_ok=True)
             raise
@@ -151,6 +179,23 @@ class DiskTier:
         return f"DiskTier({str(self.directory)!r}, max_bytes={self.max_bytes})"
 
 
+def redis_client():
+    """The ``redis`` client package, or an ``ImportError`` that names the extra to install.
+
+    Examples
+    --------
+    >>> from lucid.tiers import redis_client
+    >>> redis_client().__name__
+    'redis'
+    """
+    try:
+        import redis
+    except ImportError:
+        raise ImportError("RedisTier needs the redis client, an optional dependency: "
+                          "pip install 'lucid-kv[redis]'") from None
+    return redis
+
+
 class RedisTier:
     """Chunks in a Redis server, shared by every process and machine that points at it.
 
@@ -176,10 +221,9 @@ class RedisTier:
     """
 
     def __init__(self, url: str, timeout: float = 0.5, prefix: str = "lucid:prefix:"):
-        import redis
-
         if not isinstance(url, str):
             raise TypeError(f"url must be a str such as 'redis://127.0.0.1:6379/0', got {type(url).__name__}")
+        redis = redis_client()
         self.url, self.prefix, self.timeout = url, prefix, timeout
         self._errors = (redis.exceptions.RedisError, OSError)
         self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)

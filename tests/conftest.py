@@ -1,13 +1,13 @@
 """Shared fixtures: the array namespaces each test runs on."""
 import pytest
 
-import backends
+import lucid_backends
 import lucid
 
 from .redis_server import redis_server  # noqa: F401 - a fixture for the tests that need Redis
 
 
-_PROBLEM = backends.gpu_problem()
+_PROBLEM = lucid_backends.gpu_problem()
 GPU_SKIP = None if _PROBLEM is None else f"CuPy backend unavailable: {_PROBLEM}"
 # NumPy always; array-api-strict proves the code above `backends` needs only the standard;
 # CuPy only where a GPU is usable.
@@ -27,7 +27,7 @@ def backend_name(request):
 
 @pytest.fixture
 def xp(backend_name):
-    return backends.get_backend().xp
+    return lucid_backends.get_backend().xp
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 import numpy as np
 from hypothesis import strategies as st
 
-import backends
+import lucid_backends
 import lucid
 import lucid.nn as nn
 
@@ -15,7 +15,7 @@ CACHES = {
 def on_backend(values) -> lucid.Tensor:
     """Host values as a Tensor of the active backend (``lucid.Tensor`` of a NumPy array stays on
     NumPy, whatever backend is active)."""
-    backend = backends.get_backend()
+    backend = lucid_backends.get_backend()
     return lucid.Tensor.wrap(backend.from_host(np.asarray(values)), backend)
 
 

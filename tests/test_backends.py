@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import backends
+import lucid_backends
 
 from .conftest import GPU_SKIP
 
@@ -42,15 +42,15 @@ def test_cupy_without_gpu_names_the_problem_and_the_fix():
 
 
 def test_auto_picks_numpy_without_a_gpu():
-    name = backends.load_backend("auto").name
+    name = lucid_backends.load_backend("auto").name
     assert name == ("numpy" if GPU_SKIP else "cupy")
 
 
 def test_use_backend_restores_the_previous_one():
-    before = backends.get_backend()
-    with backends.use_backend("array_api_strict") as inner:
-        assert backends.get_backend() is inner
-    assert backends.get_backend() is before
+    before = lucid_backends.get_backend()
+    with lucid_backends.use_backend("array_api_strict") as inner:
+        assert lucid_backends.get_backend() is inner
+    assert lucid_backends.get_backend() is before
 
 
 def test_use_backend_in_one_thread_does_not_change_another():
@@ -58,15 +58,15 @@ def test_use_backend_in_one_thread_does_not_change_another():
     seen = {}
 
     def worker():
-        with backends.use_backend("array_api_strict"):
+        with lucid_backends.use_backend("array_api_strict"):
             entered.set()
             release.wait(10)
-            seen["worker"] = backends.get_backend().name
+            seen["worker"] = lucid_backends.get_backend().name
 
     thread = threading.Thread(target=worker)
     thread.start()
     entered.wait(10)
-    seen["main"] = backends.get_backend().name  # while the worker is inside its block
+    seen["main"] = lucid_backends.get_backend().name  # while the worker is inside its block
     release.set()
     thread.join(10)
     assert seen == {"main": "numpy", "worker": "array_api_strict"}
@@ -74,10 +74,10 @@ def test_use_backend_in_one_thread_does_not_change_another():
 
 def test_async_tasks_each_keep_their_own_backend():
     async def task(name, ready, go):
-        with backends.use_backend(name):
+        with lucid_backends.use_backend(name):
             ready.set()
             await go.wait()
-            return backends.get_backend().name
+            return lucid_backends.get_backend().name
 
     async def main():
         go = asyncio.Event()
@@ -92,30 +92,30 @@ def test_async_tasks_each_keep_their_own_backend():
 
 
 def test_blocks_exited_out_of_order_restore_what_is_still_open():
-    base = backends.get_backend()
-    outer = backends.use_backend("numpy")
-    inner = backends.use_backend("array_api_strict")
+    base = lucid_backends.get_backend()
+    outer = lucid_backends.use_backend("numpy")
+    inner = lucid_backends.use_backend("array_api_strict")
     outer.__enter__()
     inner.__enter__()
     outer.__exit__(None, None, None)  # the outer block ends first
-    assert backends.get_backend().name == "array_api_strict"  # the inner one is still open
+    assert lucid_backends.get_backend().name == "array_api_strict"  # the inner one is still open
     inner.__exit__(None, None, None)
-    assert backends.get_backend() is base
+    assert lucid_backends.get_backend() is base
 
 
 def test_set_backend_sets_the_default_that_use_backend_overrides():
-    previous = backends.get_backend().name
+    previous = lucid_backends.get_backend().name
     try:
-        backends.set_backend("array_api_strict")
+        lucid_backends.set_backend("array_api_strict")
         seen = []
-        thread = threading.Thread(target=lambda: seen.append(backends.get_backend().name))
+        thread = threading.Thread(target=lambda: seen.append(lucid_backends.get_backend().name))
         thread.start()
         thread.join(10)
         assert seen == ["array_api_strict"]  # the default is process-wide
-        with backends.use_backend("numpy"):
-            assert backends.get_backend().name == "numpy"
+        with lucid_backends.use_backend("numpy"):
+            assert lucid_backends.get_backend().name == "numpy"
     finally:
-        backends.set_backend(previous)
+        lucid_backends.set_backend(previous)
 
 
 def _scatter_case(backend, positions, lo, hi):
@@ -141,27 +141,27 @@ def _scatter_case(backend, positions, lo, hi):
 @pytest.mark.parametrize("positions", [[5, 1, 3], [[0, 6, 2], [4, 3, 1]], [[6], [0]]])
 def test_scatter_matches_a_loop(name, positions):
     pos = np.asarray(positions)
-    _scatter_case(backends.load_backend(name), positions, int(pos.min()), int(pos.max()) + 1)
+    _scatter_case(lucid_backends.load_backend(name), positions, int(pos.min()), int(pos.max()) + 1)
 
 
 def test_copy_rows_and_dtypes():
     for name in ("numpy", "array_api_strict"):
-        backend = backends.load_backend(name)
+        backend = lucid_backends.load_backend(name)
         src = backend.from_host(np.arange(12.0).reshape(3, 4))
         dst = backend.xp.zeros((4, 4))
         backend.copy_rows(dst, src, [2, 0, 2, 1])
         np.testing.assert_array_equal(backend.to_host(dst)[:, 0], [8, 0, 8, 4])
-    assert str(backends.load_backend("numpy").dtype("bfloat16")) == "bfloat16"
-    assert backends.load_backend("numpy").dtype("complex256x") is None
+    assert str(lucid_backends.load_backend("numpy").dtype("bfloat16")) == "bfloat16"
+    assert lucid_backends.load_backend("numpy").dtype("complex256x") is None
 
 
 def test_host_round_trip_and_synchronize():
-    strict = backends.load_backend("array_api_strict")
+    strict = lucid_backends.load_backend("array_api_strict")
     host = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(strict.to_host(strict.from_host(host)), host)
     strict.synchronize()
-    assert backends.backend_of(strict.from_host(host)) is strict
-    assert backends.backend_of([1, 2]) is None
+    assert lucid_backends.backend_of(strict.from_host(host)) is strict
+    assert lucid_backends.backend_of([1, 2]) is None
 
 
 def blas_threads():
@@ -172,7 +172,7 @@ def blas_threads():
 
 
 def test_numpy_map_blocks_runs_every_block_and_leaves_blas_threads_as_they_were():
-    numpy = backends.load_backend("numpy")
+    numpy = lucid_backends.load_backend("numpy")
     before = blas_threads()
     seen = []
 
@@ -222,7 +222,7 @@ def test_a_forked_child_gets_its_own_worker_threads(monkeypatch):
 
 
 def test_numpy_parallel_region_holds_blas_at_one_thread_and_restores_it():
-    numpy = backends.load_backend("numpy")
+    numpy = lucid_backends.load_backend("numpy")
     before = blas_threads()
     with numpy.parallel_region():
         inside = blas_threads()
@@ -237,7 +237,7 @@ def test_overlapping_parallel_regions_restore_blas_once_when_the_last_leaves():
     """Two callers whose stays overlap (A enters, B enters, A leaves, B leaves), as two threads
     would: BLAS stays limited until B leaves, then is back. Nested threadpoolctl limits would
     restore the original when A leaves, under B's feet."""
-    numpy = backends.load_backend("numpy")
+    numpy = lucid_backends.load_backend("numpy")
     before = blas_threads()
     a, b = numpy.parallel_region(), numpy.parallel_region()
     a.__enter__()
@@ -251,7 +251,7 @@ def test_overlapping_parallel_regions_restore_blas_once_when_the_last_leaves():
 
 
 def test_blocks_mapped_from_inside_a_block_run_without_waiting_on_the_pool():
-    numpy = backends.load_backend("numpy")
+    numpy = lucid_backends.load_backend("numpy")
     out = numpy.map_blocks(lambda outer: numpy.map_blocks(lambda inner: outer * 10 + inner, range(3)), range(4))
     assert out == [[10 * o + i for i in range(3)] for o in range(4)]
 
@@ -259,8 +259,8 @@ def test_blocks_mapped_from_inside_a_block_run_without_waiting_on_the_pool():
 @pytest.mark.parametrize("setting, expect", [("1", "sequential"), ("3", "3 workers"), ("zero", "ValueError")])
 def test_lucid_num_threads_sets_the_pool(setting, expect):
     code = (
-        "import threading, time, numpy as np, backends\n"
-        "b = backends.load_backend('numpy')\n"
+        "import threading, time, numpy as np, lucid_backends\n"
+        "b = lucid_backends.load_backend('numpy')\n"
         "def name(i):\n"
         "    time.sleep(0.05)  # long enough that every worker gets a block\n"
         "    return threading.current_thread().name\n"
@@ -285,7 +285,7 @@ def test_numpy_namespace_overrides_agree_with_array_api_compat(shape, data):
     methods: same values as array-api-compat's, and views of the input as its are."""
     import array_api_compat.numpy as compat
 
-    from backends import _numpy_xp as xp
+    from lucid_backends import _numpy_xp as xp
 
     x = np.arange(int(np.prod(shape))).reshape(shape)
     x = x if data.draw(st.booleans()) else x.transpose()  # a non-contiguous input too

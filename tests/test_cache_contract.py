@@ -173,9 +173,19 @@ def test_numpy_arrays_are_accepted_and_tensors_come_back(backend_name):
     assert isinstance(k_out, lucid.Tensor)
 
 
-def test_kvcache_itself_is_abstract():
-    with pytest.raises(TypeError, match="DynamicKVCache"):
-        nn.KVCache()
+def test_kvcache_is_built_from_layers_or_a_prototype():
+    grown = nn.KVCache(prototype=nn.SlidingWindowLayer(3))
+    grown.update(*kv(t=5), 2)
+    assert [type(layer) for layer in grown.layers] == [nn.SlidingWindowLayer] * 3
+    assert grown.get(2)[0].shape[-2] == 3 and grown.get_seq_length(2) == 5 and grown.get(0) is None
+    assert isinstance(nn.KVCache().prototype, nn.DynamicLayer)
+    fixed = nn.KVCache([nn.DynamicLayer(), nn.StaticLayer(8)])
+    with pytest.raises(ValueError, match="layer_idx must be < num_layers=2"):
+        fixed.update(*kv(), 2)
+    with pytest.raises(ValueError, match="not both"):
+        nn.KVCache([nn.DynamicLayer()], prototype=nn.DynamicLayer())
+    with pytest.raises(TypeError, match="prototype must be a cache layer"):
+        nn.KVCache(prototype=nn.DynamicKVCache())
 
 
 # -- every bad input: the error type, the argument named, and the cache exactly as it was ---

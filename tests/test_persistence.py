@@ -181,17 +181,17 @@ def test_a_process_killed_mid_save_never_leaves_a_truncated_file(tmp_path):
     code = (
         "import time, lucid, lucid.nn as nn\n"
         "cache = nn.DynamicKVCache()\n"
-        "k = lucid.randn(1, 16, 4096, 128)\n"
+        "k = lucid.randn(1, 8, 1024, 128)\n"  # 8 MiB a save: several saves a second, each one killable
         "cache.update(k, k, 0)\n"
         f"start = time.perf_counter(); cache.save({str(path)!r})\n"
         "print(time.perf_counter() - start, flush=True)\n"
         f"while True: cache.save({str(path)!r})\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for fraction in (0.1, 0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.7):  # kills spread over save cycles
+    for fraction in (0.2, 0.5, 0.8, 1.3, 1.7):  # kills spread over save cycles
         process = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
         one_save = float(process.stdout.readline())
         time.sleep(fraction * one_save)
         process.send_signal(signal.SIGKILL)
         process.wait(30)
-        assert nn.load_cache(path).get_seq_length(0) == 4096  # the file at the path is always whole
+        assert nn.load_cache(path).get_seq_length(0) == 1024  # the file at the path is always whole

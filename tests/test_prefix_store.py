@@ -146,22 +146,20 @@ def test_redis_going_away_is_a_miss_with_one_warning_and_coming_back_works(redis
 def test_a_slow_redis_is_a_bounded_miss(redis_server):
     store = store_of(nn.RedisTier(redis_server.url, timeout=0.2))
     store.put(PROMPT, prefilled())
-    blocker = threading.Thread(target=lambda: redis.Redis.from_url(redis_server.url).execute_command("DEBUG", "SLEEP", 2))
+    blocker = threading.Thread(target=lambda: redis.Redis.from_url(redis_server.url).execute_command("DEBUG", "SLEEP", 4))
     blocker.start()
     time.sleep(0.2)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        start = time.monotonic()
         assert store.fetch(PROMPT, nn.DynamicKVCache()) == 0
-        assert time.monotonic() - start < 1.5
+        assert blocker.is_alive()  # the miss came from the timeout, not from the server waking up
     blocker.join()
 
 
 def test_a_disk_tier_at_its_limit_evicts_the_least_recently_used(tmp_path):
     tier = nn.DiskTier(tmp_path / "d", max_bytes=3000)
     for i in range(6):
-        tier.put(f"k{i}", bytes([i]) * 900)
-        time.sleep(0.01)
+        tier.put(f"k{i}", bytes([i]) * 900)  # one after the other, with no pause: order is not left to the clock
         if i == 2:
             tier.get("k0")  # k0 used again: k1 is now the oldest
         assert tier.nbytes <= 3000

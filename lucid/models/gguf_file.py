@@ -16,6 +16,8 @@ import pathlib
 
 import numpy as np
 
+from .config import LlamaConfig
+
 #: GGUF ``general.architecture`` -> the transformers architecture it is loaded as.
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
@@ -145,8 +147,6 @@ class GGUFWeights:
 
     def config(self):
         """The :class:`~lucid.models.LlamaConfig` the metadata describes."""
-        from .llama import LlamaConfig
-
         heads = int(self._required("attention.head_count"))
         hidden = int(self._required("embedding_length"))
         embed = self.tensors.get("token_embd.weight")

@@ -1,5 +1,5 @@
 """Key/value caches for Transformer attention: caches are lists of layers (see :class:`KVCache`)."""
-from .base import Cache
+from .base import Cache, load_cache
 from .cache_layer import CacheLayer
 from .dynamic import DynamicKVCache
 from .dynamic_layer import DynamicLayer
@@ -16,4 +16,4 @@ from .static_layer import StaticLayer
 
 __all__ = ["Cache", "CacheLayer", "DynamicKVCache", "DynamicLayer", "EncoderDecoderCache", "HybridKVCache",
            "KVCache", "KVLayer", "QuantizedKVCache", "QuantizedLayer", "SlidingWindowKVCache",
-           "SlidingWindowLayer", "StaticKVCache", "StaticLayer"]
+           "SlidingWindowLayer", "StaticKVCache", "StaticLayer", "load_cache"]

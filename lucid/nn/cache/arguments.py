@@ -1,4 +1,4 @@
-"""Checking the small arguments of cache calls (ints, positions, batch rows) on the host.
+"""Checking the arguments of cache calls (positions, layer indices, batch rows) on the host.
 
 Everything here runs before a cache changes, so a bad argument raises with the cache
 untouched. Wrong type: ``TypeError``; wrong value: ``ValueError``; both name the argument,
@@ -7,45 +7,20 @@ arrays and integer tensors are accepted wherever the contract says "int" or "pos
 """
 from __future__ import annotations
 
-import operator
 from typing import NamedTuple
 
-import backends
+import lucid_backends
 
 from ...tensor import Tensor
+from ...validation import check_int
 
-_host = backends.host_backend()
+_host = lucid_backends.host_backend()
 hxp = _host.xp
 _HOST_ARRAY = _host.array_type
 
 # Caches hold at most this many layers: a bound that no model comes near, so that a typo
 # such as layer_idx=2**40 is a clear ValueError instead of an attempt to build 2**40 layers.
 MAX_LAYERS = 1 << 16
-
-
-def check_int(value, name: str, minimum: int = 0, maximum: int | None = None) -> int:
-    """``value`` as a Python int in ``[minimum, maximum]``.
-
-    Python ints and NumPy integer scalars pass; bools, floats and anything else are a
-    ``TypeError``; an int out of range is a ``ValueError``.
-
-    Examples
-    --------
-    >>> from lucid.nn.cache.arguments import check_int
-    >>> check_int(3, "repeats", minimum=1)
-    3
-    """
-    if type(value) is not int:
-        if isinstance(value, bool):
-            raise TypeError(f"{name} must be an int, got the bool {value!r}")
-        try:
-            value = operator.index(value)
-        except TypeError:
-            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an int {bound}, got {value}")
-    return value
 
 
 def check_layer_idx(layer_idx, num_layers: int | None = None) -> int:
@@ -83,8 +58,8 @@ def host_integers(value, name: str):
             raise ValueError(f"{name} must be a rectangular list of ints in the int64 range ({exc})") from None
         if array.size == 0:
             array = hxp.astype(array, hxp.int64)
-    elif backends.backend_of(value) is not None:
-        array = backends.backend_of(value).to_host(value)
+    elif lucid_backends.backend_of(value) is not None:
+        array = lucid_backends.backend_of(value).to_host(value)
     else:
         array = hxp.asarray(check_int(value, name, minimum=-(2**63)), dtype=hxp.int64)
     if not hxp.isdtype(array.dtype, "integral"):
@@ -128,6 +103,26 @@ def is_next(cache_position, start: int, n_tokens: int) -> bool:
     return False
 
 
+def classify_positions(cache_position, length: int, n_tokens: int, batch: int) -> "Positions | None":
+    """The one decision every layer makes about ``cache_position``: ``None`` when the update
+    of ``n_tokens`` tokens goes to exactly the next positions ``[length, length + n_tokens)``
+    (an append, in any accepted form), else the validated :class:`Positions` to scatter to.
+    Malformed positions raise as :func:`parse_positions` says.
+
+    Examples
+    --------
+    >>> from lucid.nn.cache.arguments import classify_positions
+    >>> classify_positions(None, 4, 2, batch=1) is None, classify_positions([4, 5], 4, 2, batch=1) is None
+    (True, True)
+    >>> classify_positions([9], 4, 1, batch=1).lo
+    9
+    """
+    if cache_position is None or is_next(cache_position, length, n_tokens):
+        return None
+    pos = parse_positions(cache_position, n_tokens, batch)
+    return None if pos.contiguous and pos.lo == length else pos
+
+
 def check_append(cache_position, start: int, n_tokens: int, batch: int, layer_kind: str) -> None:
     """For layers that only append: ``cache_position`` must be ``None`` or exactly the next
     positions ``[start, start + n_tokens)`` in any accepted form; raises otherwise.
@@ -137,10 +132,8 @@ def check_append(cache_position, start: int, n_tokens: int, batch: int, layer_ki
     >>> from lucid.nn.cache.arguments import check_append
     >>> check_append([4, 5], 4, 2, batch=1, layer_kind="a sliding-window layer")
     """
-    if cache_position is None or is_next(cache_position, start, n_tokens):
-        return
-    pos = parse_positions(cache_position, n_tokens, batch)  # TypeError/ValueError if malformed
-    if not (pos.contiguous and pos.lo == start):
+    pos = classify_positions(cache_position, start, n_tokens, batch)
+    if pos is not None:
         raise ValueError(
             f"{layer_kind} only appends: cache_position must be the next positions "
             f"[{start}, {start + n_tokens}), got positions from {pos.lo} to {pos.hi - 1}"

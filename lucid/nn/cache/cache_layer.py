@@ -11,7 +11,7 @@ import abc
 import math
 from typing import Callable, NamedTuple
 
-import backends
+import lucid_backends
 
 from ... import dtypes
 from ...tensor import Tensor
@@ -41,7 +41,7 @@ def as_arrays(key, value):
     for name, x in (("key", key), ("value", value)):
         if isinstance(x, Tensor):
             x = x.array
-        elif backends.backend_of(x) is None:
+        elif lucid_backends.backend_of(x) is None:
             raise TypeError(f"{name} must be a lucid.Tensor or a NumPy/CuPy array, got {type(x).__name__}")
         arrays.append(x)
     return arrays
@@ -99,7 +99,7 @@ class Spec(NamedTuple):
     @classmethod
     def of(cls, k, v) -> "Spec":
         """The spec of an update ``k``/``v``; ``TypeError`` for a dtype lucid cannot hand back."""
-        backend = backends.backend_of(k)
+        backend = lucid_backends.backend_of(k)
         return cls(backend, type(k), k.dtype, dtypes.from_backend(backend, k.dtype),
                    tuple(k.shape[:-2]) + (1, k.shape[-1]), tuple(v.shape[:-2]) + (1, v.shape[-1]))
 
@@ -113,6 +113,9 @@ class Spec(NamedTuple):
 
     def bytes_per_position(self) -> int:
         return (math.prod(self.step_k) + math.prod(self.step_v)) * self.lucid_dtype.itemsize
+
+
+_KINDS: dict[str, type] = {}
 
 
 class CacheLayer(abc.ABC):
@@ -136,7 +139,8 @@ class CacheLayer(abc.ABC):
     length: int = 0
     written: bool = False
     _spec: Spec | None = None
-    #: The layer kind's name in saved files (``"dynamic"``, ``"static"``...).
+    #: The layer kind's name in saved files (``"dynamic"``, ``"static"``...); a class that
+    #: sets one is registered under it, so that a file names the kind to rebuild.
     kind: str = ""
 
     def arguments(self) -> dict:
@@ -150,18 +154,74 @@ class CacheLayer(abc.ABC):
         """
         return {}
 
-    @abc.abstractmethod
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):  # a layer kind of its own (a subclass without one saves as its parent)
+            _KINDS[cls.kind] = cls
+
     def state(self) -> tuple[dict, dict]:
         """``(settings, arrays)``: what a file needs to rebuild this layer exactly.
 
-        ``settings`` is JSON-able (kind, constructor arguments, lengths); ``arrays`` maps
-        names to backend arrays of the contents (none for an unwritten layer).
+        ``settings`` is JSON-able: the kind, the constructor's arguments, ``written``,
+        ``length`` and whatever else the kind records; ``arrays`` maps names to backend arrays
+        of the contents (none for an unwritten layer).
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.StaticLayer(8)
+        >>> _ = layer.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4))
+        >>> settings, arrays = layer.state()
+        >>> settings, arrays["keys"].shape
+        ({'kind': 'static', 'args': {'max_cache_len': 8}, 'written': True, 'length': 3}, (1, 2, 3, 4))
         """
+        settings = {"kind": self.kind, "args": self.arguments(), "written": self.written, "length": self.length}
+        if not self.written:
+            return settings, {}
+        extra, arrays = self._contents()
+        return {**settings, **extra}, arrays
+
+    @abc.abstractmethod
+    def _contents(self) -> tuple[dict, dict]:
+        """``(extra settings, arrays)`` of a written layer, for :meth:`state`."""
 
     @classmethod
-    @abc.abstractmethod
     def from_state(cls, settings: dict, arrays: dict) -> "CacheLayer":
-        """The layer :meth:`state` described, its arrays on their backend."""
+        """The layer :meth:`state` described, of the kind it names, its arrays on their backend.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> layer = nn.DynamicLayer()
+        >>> _ = layer.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4))
+        >>> copy = nn.CacheLayer.from_state(*layer.state())
+        >>> type(copy).__name__, bool((copy.get()[0] == layer.get()[0]).min().item())
+        ('DynamicLayer', True)
+        """
+        kind = _KINDS.get(settings.get("kind"))
+        if kind is None or not issubclass(kind, cls):
+            raise ValueError(f"settings describe a layer of kind {settings.get('kind')!r}, not a {cls.__name__} "
+                             f"lucid knows (kinds: {', '.join(sorted(_KINDS))})")
+        layer = kind(**settings["args"])
+        if settings["written"]:
+            layer._restore(settings, arrays)
+        return layer
+
+    @abc.abstractmethod
+    def _restore(self, settings: dict, arrays: dict) -> None:
+        """Fill this new layer with the contents :meth:`state` described (``written`` is true)."""
+
+    def fresh(self) -> "CacheLayer":
+        """A new, unwritten layer of the same kind and arguments: what a growing cache adds
+        for each new ``layer_idx``.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.SlidingWindowLayer(8, sink_tokens=2).fresh()
+        SlidingWindowLayer(window=8, sink_tokens=2, length=0)
+        """
+        return type(self)(**self.arguments())
 
     @property
     def batch_size(self) -> int | None:

@@ -22,15 +22,4 @@ class DynamicKVCache(KVCache):
     """
 
     def __init__(self) -> None:
-        super().__init__()
-
-    def new_layer(self) -> DynamicLayer:
-        """A fresh :class:`~lucid.nn.DynamicLayer` for a ``layer_idx`` seen for the first time.
-
-        Examples
-        --------
-        >>> import lucid.nn as nn
-        >>> nn.DynamicKVCache().new_layer().written
-        False
-        """
-        return DynamicLayer()
+        super().__init__(prototype=DynamicLayer())

@@ -117,7 +117,7 @@ class EncoderDecoderCache(Cache):
         """
         return sum(cache.nbytes() for cache in self._both())
 
-    def prepare_select(self, indices, name: str = "indices") -> Callable[[], None]:
+    def _prepare_select(self, indices, name: str = "indices") -> Callable[[], None]:
         """Prepare both caches to keep batch rows ``indices``; either failing changes neither.
 
         Examples
@@ -125,13 +125,13 @@ class EncoderDecoderCache(Cache):
         >>> import lucid, lucid.nn as nn
         >>> cache = nn.EncoderDecoderCache()
         >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
-        >>> commit = cache.prepare_select([1])
+        >>> commit = cache._prepare_select([1])
         >>> commit(); cache.get(0, is_cross_attention=True)[0].shape[0]
         1
         """
-        return commit_all([cache.prepare_select(indices, name) for cache in self._both()])
+        return commit_all([cache._prepare_select(indices, name) for cache in self._both()])
 
-    def prepare_repeat(self, repeats: int) -> Callable[[], None]:
+    def _prepare_repeat(self, repeats: int) -> Callable[[], None]:
         """Prepare both caches to repeat each batch row ``repeats`` times.
 
         Examples
@@ -139,13 +139,13 @@ class EncoderDecoderCache(Cache):
         >>> import lucid, lucid.nn as nn
         >>> cache = nn.EncoderDecoderCache()
         >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
-        >>> commit = cache.prepare_repeat(2)
+        >>> commit = cache._prepare_repeat(2)
         >>> commit(); cache.get(0, is_cross_attention=True)[0].shape[0]
         4
         """
-        return commit_all([cache.prepare_repeat(repeats) for cache in self._both()])
+        return commit_all([cache._prepare_repeat(repeats) for cache in self._both()])
 
-    def prepare_crop(self, max_length: int) -> Callable[[], None]:
+    def _prepare_crop(self, max_length: int) -> Callable[[], None]:
         """Prepare both caches to keep their latest ``max_length`` positions.
 
         Examples
@@ -153,13 +153,13 @@ class EncoderDecoderCache(Cache):
         >>> import lucid, lucid.nn as nn
         >>> cache = nn.EncoderDecoderCache()
         >>> _ = cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0, is_cross_attention=True)
-        >>> commit = cache.prepare_crop(3)
+        >>> commit = cache._prepare_crop(3)
         >>> commit(); cache.get_seq_length(0, is_cross_attention=True)
         3
         """
-        return commit_all([cache.prepare_crop(max_length) for cache in self._both()])
+        return commit_all([cache._prepare_crop(max_length) for cache in self._both()])
 
-    def prepare_trim(self, n: int) -> Callable[[], None]:
+    def _prepare_trim(self, n: int) -> Callable[[], None]:
         """Prepare to drop the last ``n`` positions of the self-attention cache (the decoder's
         tokens; the cross-attention cache holds the encoder's output, which a rollback keeps).
 
@@ -169,10 +169,37 @@ class EncoderDecoderCache(Cache):
         >>> cache = nn.EncoderDecoderCache()
         >>> _ = cache.update(lucid.randn(1, 1, 4, 2), lucid.randn(1, 1, 4, 2), 0)
         >>> _ = cache.update(lucid.randn(1, 1, 6, 2), lucid.randn(1, 1, 6, 2), 0, is_cross_attention=True)
-        >>> cache.prepare_trim(1)(); cache.get_seq_length(0), cache.get_seq_length(0, is_cross_attention=True)
+        >>> cache._prepare_trim(1)(); cache.get_seq_length(0), cache.get_seq_length(0, is_cross_attention=True)
         (3, 6)
         """
-        return self.self_attention_cache.prepare_trim(n)
+        return self.self_attention_cache._prepare_trim(n)
+
+    def state(self) -> tuple[dict, dict]:
+        """``(settings, arrays)`` of both caches, under ``"self"`` and ``"cross"``.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.EncoderDecoderCache()
+        >>> _ = cache.update(lucid.randn(1, 1, 4, 2), lucid.randn(1, 1, 4, 2), 0, is_cross_attention=True)
+        >>> settings, arrays = cache.state()
+        >>> settings["cross"]["class"], sorted(arrays)
+        ('DynamicKVCache', ['cross.layers.0.keys', 'cross.layers.0.values'])
+        """
+        settings, arrays = {"class": type(self).__name__}, {}
+        for part, cache in (("self", self.self_attention_cache), ("cross", self.cross_attention_cache)):
+            settings[part], part_arrays = cache.state()
+            arrays.update({f"{part}.{name}": array for name, array in part_arrays.items()})
+        return settings, arrays
+
+    @classmethod
+    def _from_state(cls, settings: dict, arrays: dict) -> "EncoderDecoderCache":
+        parts = []
+        for part in ("self", "cross"):
+            prefix = f"{part}."
+            parts.append(KVCache.from_state(settings[part], {name[len(prefix):]: array for name, array in arrays.items()
+                                                             if name.startswith(prefix)}))
+        return cls(*parts)
 
     def reset(self) -> None:
         """Reset both caches.

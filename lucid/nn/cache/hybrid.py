@@ -9,7 +9,8 @@ class HybridKVCache(KVCache):
     """A KV cache built from the layers given: one per model layer, in order, any mix.
 
     Models such as Mistral, Gemma 2/3 and Qwen interleave sliding-window and full-attention
-    layers; give each model layer the layer object that matches its attention.
+    layers; give each model layer the layer object that matches its attention. (The same as
+    ``KVCache(layers)``, under the name users of other libraries look for.)
 
     Parameters
     ----------
@@ -28,31 +29,4 @@ class HybridKVCache(KVCache):
     """
 
     def __init__(self, layers: Sequence[CacheLayer]):
-        try:
-            layers = list(layers)
-        except TypeError:
-            raise TypeError(f"layers must be a sequence of cache layers, got {type(layers).__name__}") from None
-        if not layers:
-            raise ValueError("layers must hold at least one layer (one per model layer)")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, CacheLayer):
-                raise TypeError(f"layers[{i}] must be a cache layer such as nn.DynamicLayer(), got {type(layer).__name__}")
-        seen = {}
-        for i, layer in enumerate(layers):
-            if id(layer) in seen:
-                raise ValueError(f"layers[{seen[id(layer)]}] and layers[{i}] are the same object; "
-                                 "each model layer needs a layer of its own")
-            seen[id(layer)] = i
         super().__init__(layers)
-
-    @classmethod
-    def from_layers(cls, arguments: dict, layers: list) -> "HybridKVCache":
-        """A hybrid cache of ``layers`` (``arguments`` is empty: the layers are the arguments).
-
-        Examples
-        --------
-        >>> import lucid.nn as nn
-        >>> nn.HybridKVCache.from_layers({}, [nn.DynamicLayer()]).layers
-        [DynamicLayer(length=0, capacity=0, written=False)]
-        """
-        return cls(layers)

@@ -3,84 +3,142 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from .arguments import check_int, check_layer_idx, parse_batch_indices, repeat_indices
+from ...validation import check_int
+from .arguments import check_layer_idx, parse_batch_indices, repeat_indices
 from .base import Cache, commit_all
 from .cache_layer import CacheLayer, as_arrays, check_batch
+from .dynamic_layer import DynamicLayer
+
+
+def _check_layers(layers) -> list:
+    """``layers`` as a list of distinct cache layers, or the error that says what is wrong."""
+    try:
+        layers = list(layers)
+    except TypeError:
+        raise TypeError(f"layers must be a sequence of cache layers, got {type(layers).__name__}") from None
+    if not layers:
+        raise ValueError("layers must hold at least one layer (one per model layer)")
+    seen = {}
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, CacheLayer):
+            raise TypeError(f"layers[{i}] must be a cache layer such as nn.DynamicLayer(), got {type(layer).__name__}")
+        if id(layer) in seen:
+            raise ValueError(f"layers[{seen[id(layer)]}] and layers[{i}] are the same object; "
+                             "each model layer needs a layer of its own")
+        seen[id(layer)] = i
+    return layers
 
 
 class KVCache(Cache):
-    """Base of the key/value caches: ``layers``, a list of :class:`~lucid.nn.CacheLayer`.
+    """A key/value cache: ``layers``, a list of :class:`~lucid.nn.CacheLayer`, one per model layer.
 
     Each layer owns its storage and policy; the cache checks arguments, keeps the batch size
-    the same across layers, and delegates. With ``layers`` given the cache has exactly those
-    layers; without, layers appear on first write (from :meth:`new_layer`).
+    the same across layers, and delegates. Built from ``layers``, the cache has exactly those
+    (any mix of kinds, as models that interleave sliding-window and full attention need;
+    ``layer_idx`` must be below ``len(layers)``). Built from a ``prototype`` layer, layers
+    appear on first write, each a :meth:`~lucid.nn.CacheLayer.fresh` copy of it, for any
+    ``layer_idx`` below 65536. With neither, the prototype is a :class:`~lucid.nn.DynamicLayer`.
+
+    :class:`~lucid.nn.DynamicKVCache`, :class:`~lucid.nn.StaticKVCache`,
+    :class:`~lucid.nn.SlidingWindowKVCache`, :class:`~lucid.nn.QuantizedKVCache` and
+    :class:`~lucid.nn.HybridKVCache` are named constructors of this class.
+
+    Parameters
+    ----------
+    layers : sequence of CacheLayer, optional
+        One new layer object per model layer (the same object twice would share storage:
+        ``ValueError``).
+    prototype : CacheLayer, optional
+        The layer to replicate for each new ``layer_idx`` (its contents are never used).
 
     Notes
     -----
     * ``key``/``value`` have shape ``(B, ..., T, D)``: batch first, sequence on axis -2, head
       dimension last (the value head size may differ).
-    * ``update`` and ``get`` return **views** of the cache's storage: no copy, valid until the
-      next call that changes the cache.
+    * ``update`` and ``get`` return **views** of the cache's storage where the layer kind
+      allows: no copy, valid until the next call that changes the cache.
     * A call that raises leaves the cache exactly as it was.
 
     Examples
     --------
     >>> import lucid, lucid.nn as nn
-    >>> cache: nn.KVCache = nn.DynamicKVCache()
-    >>> k, v = cache.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4), layer_idx=0)
-    >>> k.shape, cache.get_seq_length(0)
-    ((1, 2, 3, 4), 3)
+    >>> cache = nn.KVCache(prototype=nn.SlidingWindowLayer(window=4, sink_tokens=1))
+    >>> k, v = cache.update(lucid.randn(1, 2, 9, 8), lucid.randn(1, 2, 9, 8), layer_idx=1)
+    >>> len(cache.layers), cache.get_seq_length(1), cache.key_positions(1).tolist()
+    (2, 9, [0, 5, 6, 7, 8])
+    >>> mixed = nn.KVCache([nn.SlidingWindowLayer(4), nn.DynamicLayer()])
+    >>> _ = mixed.update(lucid.randn(1, 2, 9, 8), lucid.randn(1, 2, 9, 8), layer_idx=0)
+    >>> mixed.get(0)[0].shape
+    (1, 2, 4, 8)
     """
 
-    def __init__(self, layers: Sequence[CacheLayer] | None = None) -> None:
-        if type(self) is KVCache:
-            raise TypeError("KVCache is the abstract interface; instantiate DynamicKVCache, StaticKVCache, "
-                            "SlidingWindowKVCache, QuantizedKVCache or HybridKVCache")
-        self.layers: list[CacheLayer] = [] if layers is None else list(layers)
-        self._fixed = None if layers is None else len(self.layers)
+    def __init__(self, layers: Sequence[CacheLayer] | None = None, *, prototype: CacheLayer | None = None) -> None:
+        if layers is not None and prototype is not None:
+            raise ValueError("give layers (a fixed list) or prototype (a layer to replicate), not both")
+        if layers is not None:
+            self.layers: list[CacheLayer] = _check_layers(layers)
+            self.prototype: CacheLayer | None = None
+        else:
+            if prototype is not None and not isinstance(prototype, CacheLayer):
+                raise TypeError(f"prototype must be a cache layer such as nn.DynamicLayer(), got {type(prototype).__name__}")
+            self.layers = []
+            self.prototype = DynamicLayer() if prototype is None else prototype
 
     def arguments(self) -> dict:
-        """The constructor's arguments (what a saved file records to rebuild the cache); none here.
+        """The settings of the named constructor that builds a cache like this one: the
+        prototype layer's arguments for a cache that grows (``{}`` for ``DynamicKVCache``),
+        none for a list of layers (``StaticKVCache`` says its own).
 
         Examples
         --------
         >>> import lucid.nn as nn
-        >>> nn.DynamicKVCache().arguments()
-        {}
+        >>> nn.DynamicKVCache().arguments(), nn.SlidingWindowKVCache(8).arguments()
+        ({}, {'window': 8, 'sink_tokens': 0})
         """
-        return {}
+        return {} if self.prototype is None else self.prototype.arguments()
+
+    def state(self) -> tuple[dict, dict]:
+        """``(settings, arrays)``: the class, the prototype's kind and arguments (for a cache
+        that grows), and every layer's state.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.SlidingWindowKVCache(window=4)
+        >>> _ = cache.update(lucid.randn(1, 2, 6, 8), lucid.randn(1, 2, 6, 8), 0)
+        >>> settings, arrays = cache.state()
+        >>> settings["prototype"], settings["layers"][0]["length"], arrays["layers.0.keys"].shape
+        ({'kind': 'sliding_window', 'args': {'window': 4, 'sink_tokens': 0}, 'written': False, 'length': 0}, 6, (1, 2, 4, 8))
+        """
+        settings = {"class": type(self).__name__, "prototype": None if self.prototype is None else self.prototype.fresh().state()[0],
+                    "layers": []}
+        arrays = {}
+        for i, layer in enumerate(self.layers):
+            layer_settings, layer_arrays = layer.state()
+            settings["layers"].append(layer_settings)
+            arrays.update({f"layers.{i}.{name}": array for name, array in layer_arrays.items()})
+        return settings, arrays
 
     @classmethod
-    def from_layers(cls, arguments: dict, layers: list) -> "KVCache":
-        """A cache built from its constructor's ``arguments`` holding ``layers``.
-
-        Examples
-        --------
-        >>> import lucid.nn as nn
-        >>> cache = nn.DynamicKVCache.from_layers({}, [nn.DynamicLayer(), nn.DynamicLayer()])
-        >>> len(cache.layers)
-        2
-        """
-        cache = cls(**arguments)
-        if cache._fixed is not None and len(layers) != cache._fixed:
-            raise ValueError(f"{cls.__name__} with these arguments has {cache._fixed} layers, got {len(layers)}")
-        cache.layers = list(layers)
+    def _from_state(cls, settings: dict, arrays: dict) -> "KVCache":
+        layers = []
+        for i, layer_settings in enumerate(settings["layers"]):
+            names = f"layers.{i}."
+            parts = {key[len(names):]: value for key, value in arrays.items() if key.startswith(names)}
+            layers.append(CacheLayer.from_state(layer_settings, parts))
+        prototype = settings["prototype"]
+        # Not through the subclass's constructor: the layers carry every argument it would check.
+        cache = cls.__new__(cls)
+        if prototype is None:
+            KVCache.__init__(cache, layers)
+        else:
+            KVCache.__init__(cache, prototype=CacheLayer.from_state(prototype, {}))
+            cache.layers = layers
         return cache
-
-    def new_layer(self) -> CacheLayer:
-        """The layer a growing cache adds for a new ``layer_idx`` (fixed-size caches never call it).
-
-        Examples
-        --------
-        >>> import lucid.nn as nn
-        >>> nn.DynamicKVCache().new_layer()
-        DynamicLayer(length=0, capacity=0, written=False)
-        """
-        raise NotImplementedError(f"{type(self).__name__} has a fixed list of layers")
 
     # -- reading ---------------------------------------------------------
     def _layer(self, layer_idx) -> CacheLayer | None:
-        layer_idx = check_layer_idx(layer_idx, self._fixed)
+        layer_idx = check_layer_idx(layer_idx, None if self.prototype else len(self.layers))
         return self.layers[layer_idx] if layer_idx < len(self.layers) else None
 
     def get(self, layer_idx: int):
@@ -209,7 +267,7 @@ class KVCache(Cache):
         return self._update_checked(key, value, layer_idx, cache_position)
 
     def _update_checked(self, key, value, layer_idx, cache_position):
-        layer_idx = check_layer_idx(layer_idx, self._fixed)
+        layer_idx = check_layer_idx(layer_idx, None if self.prototype else len(self.layers))
         layer = self.layers[layer_idx] if layer_idx < len(self.layers) else None
         if layer is None or not layer.written:
             k, _ = as_arrays(key, value)
@@ -217,9 +275,9 @@ class KVCache(Cache):
             if batch is not None and k.ndim >= 3:
                 check_batch(batch, k.shape[0])
         if layer is None:
-            layer = self.new_layer()
+            layer = self.prototype.fresh()
             out = layer.update(key, value, cache_position)
-            self.layers.extend(self.new_layer() for _ in range(layer_idx - len(self.layers)))
+            self.layers.extend(self.prototype.fresh() for _ in range(layer_idx - len(self.layers)))
             self.layers.append(layer)
             return out
         return layer.update(key, value, cache_position)
@@ -243,14 +301,14 @@ class KVCache(Cache):
             )
 
     # The batch operations and crop prepare every written layer, then commit them all.
-    def prepare_select(self, indices, name: str = "indices") -> Callable[[], None]:
+    def _prepare_select(self, indices, name: str = "indices") -> Callable[[], None]:
         rows = parse_batch_indices(indices, name, self.batch_size())
         if self.batch_size() is None:
             return commit_all([])
         self._check_batch_fits(int(rows.shape[0]), f"{name} of length {rows.shape[0]}")
         return commit_all([layer.prepare_select(rows) for layer in self._written()])
 
-    def prepare_repeat(self, repeats: int) -> Callable[[], None]:
+    def _prepare_repeat(self, repeats: int) -> Callable[[], None]:
         repeats = check_int(repeats, "repeats", minimum=1)
         batch = self.batch_size()
         if batch is None:
@@ -259,11 +317,11 @@ class KVCache(Cache):
         rows = repeat_indices(repeats, batch)
         return commit_all([layer.prepare_select(rows) for layer in self._written()])
 
-    def prepare_crop(self, max_length: int) -> Callable[[], None]:
+    def _prepare_crop(self, max_length: int) -> Callable[[], None]:
         max_length = check_int(max_length, "max_length")
         return commit_all([layer.prepare_crop(max_length) for layer in self._written()])
 
-    def prepare_trim(self, n: int) -> Callable[[], None]:
+    def _prepare_trim(self, n: int) -> Callable[[], None]:
         n = check_int(n, "n")
         if n and not self._written():
             raise ValueError(f"trim(n={n}): the cache holds no positions; check can_trim(n) first")

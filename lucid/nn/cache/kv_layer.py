@@ -18,10 +18,10 @@ import abc
 import sys
 from typing import Callable
 
-import backends
+import lucid_backends
 
 from ...tensor import Tensor
-from .arguments import is_next, parse_positions
+from .arguments import classify_positions, is_next
 from .cache_layer import CacheLayer, Spec, as_arrays, nothing
 
 _wrap = Tensor.wrap
@@ -243,15 +243,13 @@ class KVLayer(CacheLayer):
         spec = self.spec_for(k, v)
         live = self.length if self.written else 0
         n_tokens = k.shape[-2]
-        if cache_position is None or is_next(cache_position, live, n_tokens):
-            pos, lo, hi = None, live, live + n_tokens
+        pos = classify_positions(cache_position, live, n_tokens, k.shape[0])
+        if pos is None:
+            lo, hi = live, live + n_tokens
             reason = f"appending {n_tokens} token(s) after position {live}"
         else:
-            pos = parse_positions(cache_position, n_tokens, k.shape[0])
             lo, hi = pos.lo, max(live, pos.hi)
             reason = f"cache_position up to {pos.hi - 1}"
-            if pos.contiguous and pos.lo == live:
-                pos = None
         all_k, all_v, capacity = self._buffers_for(spec, hi, live, reason)
         keys, values = _first_rows(all_k, spec.step_k[0]), _first_rows(all_v, spec.step_k[0])
         if pos is None:
@@ -430,49 +428,21 @@ class KVLayer(CacheLayer):
 
         return commit
 
-    def state(self) -> tuple[dict, dict]:
-        """``(settings, arrays)``: the kind, its arguments, the length, and the live positions.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> layer = nn.StaticLayer(8)
-        >>> _ = layer.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4))
-        >>> settings, arrays = layer.state()
-        >>> settings, arrays["keys"].shape
-        ({'kind': 'static', 'args': {'max_cache_len': 8}, 'written': True, 'length': 3}, (1, 2, 3, 4))
-        """
-        settings = {"kind": self.kind, "args": self.arguments(), "written": self.written, "length": self.length}
-        if not self.written:
-            return settings, {}
+    def _contents(self) -> tuple[dict, dict]:
         end = self.length
-        return settings, {"keys": self.keys[..., :end, :], "values": self.values[..., :end, :]}
+        return {}, {"keys": self.keys[..., :end, :], "values": self.values[..., :end, :]}
 
-    @classmethod
-    def from_state(cls, settings: dict, arrays: dict) -> "KVLayer":
-        """The layer :meth:`state` described (its capacity follows the policy, its contents are exact).
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> layer = nn.DynamicLayer()
-        >>> _ = layer.update(lucid.randn(1, 2, 3, 4), lucid.randn(1, 2, 3, 4))
-        >>> copy = nn.DynamicLayer.from_state(*layer.state())
-        >>> bool((copy.get()[0] == layer.get()[0]).min().item())
-        True
-        """
-        layer = cls(**settings["args"])
-        if settings["written"]:
-            keys, values = arrays["keys"], arrays["values"]
-            if keys.shape[-2] == 0:  # written, then cropped to nothing: keep its layout
-                xp = backends.backend_of(keys).xp
-                one_k = xp.zeros(tuple(keys.shape[:-2]) + (1, keys.shape[-1]), dtype=keys.dtype)
-                one_v = xp.zeros(tuple(values.shape[:-2]) + (1, values.shape[-1]), dtype=values.dtype)
-                layer.update(one_k, one_v)
-                layer.prepare_crop(0)()
-            else:
-                layer.update(keys, values)
-        return layer
+    def _restore(self, settings: dict, arrays: dict) -> None:
+        # The capacity follows the policy; the contents are exact.
+        keys, values = arrays["keys"], arrays["values"]
+        if keys.shape[-2] == 0:  # written, then cropped to nothing: keep its layout
+            xp = lucid_backends.backend_of(keys).xp
+            one_k = xp.zeros(tuple(keys.shape[:-2]) + (1, keys.shape[-1]), dtype=keys.dtype)
+            one_v = xp.zeros(tuple(values.shape[:-2]) + (1, values.shape[-1]), dtype=values.dtype)
+            self.update(one_k, one_v)
+            self.prepare_crop(0)()
+        else:
+            self.update(keys, values)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(length={self.length}, capacity={self.capacity}, written={self.written})"

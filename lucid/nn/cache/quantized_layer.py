@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ...tensor import Tensor
-from .arguments import check_append, check_int
+from ...validation import check_int
+from .arguments import check_append
 from .cache_layer import CacheLayer, Spec, as_arrays, nothing
 
 
@@ -320,66 +321,36 @@ class QuantizedLayer(CacheLayer):
         """
         return {"bits": self.bits, "group_size": self.group_size, "residual_length": self.residual_length}
 
-    def state(self) -> tuple[dict, dict]:
-        """``(settings, arrays)``: arguments, lengths, chunk sizes; the codes, scales and zeros
-        of the chunks (each concatenated) and the residual, for keys and values.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> layer = nn.QuantizedLayer(bits=4, group_size=4, residual_length=2)
-        >>> _ = layer.update(lucid.randn(1, 1, 7, 4), lucid.randn(1, 1, 7, 4))
-        >>> settings, arrays = layer.state()
-        >>> settings["chunks"], arrays["key.codes"].shape, arrays["key.residual"].shape
-        ([5], (1, 1, 5, 2), (1, 1, 2, 4))
-        """
-        settings = {"kind": self.kind, "args": self.arguments(), "written": self.written, "length": self.length}
-        if not self.written:
-            return settings, {}
+    def _contents(self) -> tuple[dict, dict]:
+        # The chunks' codes, scales and zeros (each concatenated, with the chunk sizes) and the
+        # residual, for keys and values.
         xp, held = self._spec.backend.xp, self.residual_length_held
-        settings["chunks"] = [chunk[0].shape[-2] for chunk in self.chunks["key"]]
         arrays = {}
         for name in ("key", "value"):
             if self.chunks[name]:
                 for i, part in enumerate(("codes", "scales", "zeros")):
                     arrays[f"{name}.{part}"] = xp.concat([c[i] for c in self.chunks[name]], axis=-2)
             arrays[f"{name}.residual"] = self.residual[name][..., :held, :]
-        return settings, arrays
+        return {"chunks": [chunk[0].shape[-2] for chunk in self.chunks["key"]]}, arrays
 
-    @classmethod
-    def from_state(cls, settings: dict, arrays: dict) -> "QuantizedLayer":
-        """The layer :meth:`state` described, codes and residual exactly as they were.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> layer = nn.QuantizedLayer(bits=4, group_size=4, residual_length=2)
-        >>> _ = layer.update(lucid.randn(1, 1, 7, 4), lucid.randn(1, 1, 7, 4))
-        >>> copy = nn.QuantizedLayer.from_state(*layer.state())
-        >>> bool((copy.get()[0] == layer.get()[0]).min().item())
-        True
-        """
-        layer = cls(**settings["args"])
-        if not settings["written"]:
-            return layer
+    def _restore(self, settings: dict, arrays: dict) -> None:
         residual_k, residual_v = arrays["key.residual"], arrays["value.residual"]
         spec = Spec.of(residual_k, residual_v)
-        xp, keep = spec.backend.xp, layer.residual_length
+        xp, keep = spec.backend.xp, self.residual_length
         held = residual_k.shape[-2]
         for name, recent, step in (("key", residual_k, spec.step_k), ("value", residual_v, spec.step_v)):
             start = 0
             for size in settings["chunks"]:
-                layer.chunks[name].append(tuple(
+                self.chunks[name].append(tuple(
                     xp.asarray(arrays[f"{name}.{part}"][..., start:start + size, :], copy=True)
                     for part in ("codes", "scales", "zeros")))
                 start += size
             buffer = xp.empty(step[:-2] + (2 * keep, step[-1]), dtype=spec.dtype)
             buffer[..., :held, :] = recent
-            layer.residual[name] = buffer
-        layer.quantized_length = sum(settings["chunks"])
-        layer.residual_length_held = held
-        layer._spec, layer.length, layer.written = spec, settings["length"], True
-        return layer
+            self.residual[name] = buffer
+        self.quantized_length = sum(settings["chunks"])
+        self.residual_length_held = held
+        self._spec, self.length, self.written = spec, settings["length"], True
 
     def __repr__(self) -> str:
         return (f"QuantizedLayer(bits={self.bits}, group_size={self.group_size}, "

@@ -1,5 +1,4 @@
 """``SlidingWindowKVCache``: every layer a sliding window, appearing on first write."""
-from .arguments import check_int
 from .kv_cache import KVCache
 from .sliding_window_layer import SlidingWindowLayer
 
@@ -29,20 +28,31 @@ class SlidingWindowKVCache(KVCache):
     """
 
     def __init__(self, window: int, sink_tokens: int = 0):
-        self.window = check_int(window, "window", minimum=1)
-        self.sink_tokens = check_int(sink_tokens, "sink_tokens")
-        super().__init__()
+        super().__init__(prototype=SlidingWindowLayer(window, sink_tokens))
 
-    def new_layer(self) -> SlidingWindowLayer:
-        """A fresh :class:`~lucid.nn.SlidingWindowLayer` with this cache's window and sinks.
+    @property
+    def window(self) -> int:
+        """Positions each layer keeps.
 
         Examples
         --------
         >>> import lucid.nn as nn
-        >>> nn.SlidingWindowKVCache(8, sink_tokens=2).new_layer()
-        SlidingWindowLayer(window=8, sink_tokens=2, length=0)
+        >>> nn.SlidingWindowKVCache(8).window
+        8
         """
-        return SlidingWindowLayer(self.window, self.sink_tokens)
+        return self.prototype.window
+
+    @property
+    def sink_tokens(self) -> int:
+        """First positions each layer keeps forever.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.SlidingWindowKVCache(8, sink_tokens=2).sink_tokens
+        2
+        """
+        return self.prototype.sink_tokens
 
     def get_max_cache_shape(self) -> int:
         """Positions a layer keeps between updates: ``sink_tokens + window``.
@@ -54,14 +64,3 @@ class SlidingWindowKVCache(KVCache):
         10
         """
         return self.sink_tokens + self.window
-
-    def arguments(self) -> dict:
-        """The constructor's arguments.
-
-        Examples
-        --------
-        >>> import lucid.nn as nn
-        >>> nn.SlidingWindowKVCache(8).arguments()
-        {'window': 8, 'sink_tokens': 0}
-        """
-        return {"window": self.window, "sink_tokens": self.sink_tokens}

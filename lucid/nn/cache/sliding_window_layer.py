@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ...tensor import Tensor
-from .arguments import check_append, check_int, is_next
+from ...validation import check_int
+from .arguments import check_append, is_next
 from .cache_layer import CacheLayer, Spec, as_arrays, nothing
 
 _wrap = Tensor.wrap
@@ -328,55 +329,25 @@ class SlidingWindowLayer(CacheLayer):
         """
         return {"window": self.window, "sink_tokens": self.sink_tokens}
 
-    def state(self) -> tuple[dict, dict]:
-        """``(settings, arrays)``: arguments, the absolute length, and what ``get`` returns.
+    def _contents(self) -> tuple[dict, dict]:
+        keys, values = self.get()  # the sinks and the window, in order
+        return {}, {"keys": keys.array, "values": values.array}
 
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> layer = nn.SlidingWindowLayer(2)
-        >>> _ = layer.update(lucid.randn(1, 1, 5, 4), lucid.randn(1, 1, 5, 4))
-        >>> settings, arrays = layer.state()
-        >>> settings["length"], arrays["keys"].shape
-        (5, (1, 1, 2, 4))
-        """
-        settings = {"kind": self.kind, "args": self.arguments(), "written": self.written, "length": self.length}
-        if not self.written:
-            return settings, {}
-        keys, values = self.get()
-        return settings, {"keys": keys.array, "values": values.array}
-
-    @classmethod
-    def from_state(cls, settings: dict, arrays: dict) -> "SlidingWindowLayer":
-        """The layer :meth:`state` described: same absolute length, same keys kept.
-
-        Examples
-        --------
-        >>> import lucid, lucid.nn as nn
-        >>> layer = nn.SlidingWindowLayer(2, sink_tokens=1)
-        >>> _ = layer.update(lucid.randn(1, 1, 5, 4), lucid.randn(1, 1, 5, 4))
-        >>> copy = nn.SlidingWindowLayer.from_state(*layer.state())
-        >>> copy.length, copy.key_positions().tolist()
-        (5, [0, 3, 4])
-        """
-        layer = cls(**settings["args"])
-        if not settings["written"]:
-            return layer
+    def _restore(self, settings: dict, arrays: dict) -> None:
         keys, values = arrays["keys"], arrays["values"]
         spec = Spec.of(keys, values)
-        sink_k, sink_v, ring_k, ring_v = layer._allocate(spec)
-        end, sinks = settings["length"], layer.sink_tokens
+        sink_k, sink_v, ring_k, ring_v = self._allocate(spec)
+        end, sinks = settings["length"], self.sink_tokens
         held = min(sinks, end)
         if held:
             sink_k[..., :held, :] = keys[..., :held, :]
             sink_v[..., :held, :] = values[..., :held, :]
-        first = layer._first_kept(end)
+        first = self._first_kept(end)
         if first < end:
-            layer._write_ring(ring_k, keys[..., held:, :], first - sinks)
-            layer._write_ring(ring_v, values[..., held:, :], first - sinks)
-        layer.sink_keys, layer.sink_values, layer.ring_keys, layer.ring_values = sink_k, sink_v, ring_k, ring_v
-        layer._spec, layer.length, layer.written = spec, end, True
-        return layer
+            self._write_ring(ring_k, keys[..., held:, :], first - sinks)
+            self._write_ring(ring_v, values[..., held:, :], first - sinks)
+        self.sink_keys, self.sink_values, self.ring_keys, self.ring_values = sink_k, sink_v, ring_k, ring_v
+        self._spec, self.length, self.written = spec, end, True
 
     def __repr__(self) -> str:
         return f"SlidingWindowLayer(window={self.window}, sink_tokens={self.sink_tokens}, length={self.length})"

@@ -1,5 +1,6 @@
 """``StaticKVCache``: a fixed number of layers, each of ``max_cache_len`` positions."""
-from .arguments import MAX_LAYERS, check_int
+from ...validation import check_int
+from .arguments import MAX_LAYERS
 from .kv_cache import KVCache
 from .static_layer import StaticLayer
 
@@ -39,10 +40,56 @@ class StaticKVCache(KVCache):
     """
 
     def __init__(self, max_cache_len: int, num_layers: int, *, max_batch_size: int | None = None):
-        self.max_cache_len = check_int(max_cache_len, "max_cache_len", minimum=1)
-        self.num_layers = check_int(num_layers, "num_layers", minimum=1, maximum=MAX_LAYERS)
-        self.max_batch_size = None if max_batch_size is None else check_int(max_batch_size, "max_batch_size", minimum=1)
-        super().__init__([StaticLayer(self.max_cache_len, self.max_batch_size) for _ in range(self.num_layers)])
+        first = StaticLayer(max_cache_len, max_batch_size)  # checks both
+        num_layers = check_int(num_layers, "num_layers", minimum=1, maximum=MAX_LAYERS)
+        super().__init__([first] + [first.fresh() for _ in range(num_layers - 1)])
+
+    @property
+    def max_cache_len(self) -> int:
+        """Positions each layer holds.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticKVCache(max_cache_len=128, num_layers=2).max_cache_len
+        128
+        """
+        return self.layers[0].max_cache_len
+
+    @property
+    def max_batch_size(self) -> int | None:
+        """Batch rows each layer allocates, or ``None`` when the first write fixes the batch.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticKVCache(16, 2, max_batch_size=4).max_batch_size
+        4
+        """
+        return self.layers[0].max_batch_size
+
+    @property
+    def num_layers(self) -> int:
+        """The number of layers.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticKVCache(16, 2).num_layers
+        2
+        """
+        return len(self.layers)
+
+    def arguments(self) -> dict:
+        """The constructor's arguments.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.StaticKVCache(16, 2).arguments()
+        {'num_layers': 2, 'max_cache_len': 16}
+        """
+        return {"num_layers": self.num_layers, **self.layers[0].arguments()}
 
     def get_max_cache_shape(self) -> int:
         """``max_cache_len``: the positions each layer can hold.
@@ -54,17 +101,3 @@ class StaticKVCache(KVCache):
         128
         """
         return self.max_cache_len
-
-    def arguments(self) -> dict:
-        """The constructor's arguments.
-
-        Examples
-        --------
-        >>> import lucid.nn as nn
-        >>> nn.StaticKVCache(16, 2).arguments()
-        {'max_cache_len': 16, 'num_layers': 2}
-        """
-        arguments = {"max_cache_len": self.max_cache_len, "num_layers": self.num_layers}
-        if self.max_batch_size is not None:
-            arguments["max_batch_size"] = self.max_batch_size
-        return arguments

@@ -1,7 +1,7 @@
 """``StaticLayer``: a layer with a fixed capacity, allocated once."""
 from __future__ import annotations
 
-from .arguments import check_int
+from ...validation import check_int
 from .kv_layer import KVLayer
 
 
