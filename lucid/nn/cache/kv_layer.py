@@ -93,9 +93,6 @@ class KVLayer(CacheLayer):
         self.capacity = 0
         self.written = False
         self._spec: Spec | None = None
-        # The fast path's checks, copied out of the spec: one token of exactly this shape,
-        # dtype and array type may be appended without further checks.
-        self._step_k = self._step_v = self._dtype = self._type = self._backend = None
         self._out_k = self._out_v = None
 
     # -- policy ----------------------------------------------------------
@@ -205,11 +202,10 @@ class KVLayer(CacheLayer):
         """
         k = key.array if type(key) is Tensor else key
         v = value.array if type(value) is Tensor else value
-        start = self.length
-        # An unwritten layer has _step_k None, so the shape test fails for it. (The test is
-        # negated so that the fast code follows it: CPython then jumps less.)
-        if not (start < self.capacity and type(k) is type(v) is self._type
-                and k.shape == self._step_k and v.shape == self._step_v and k.dtype is v.dtype is self._dtype
+        start, spec = self.length, self._spec
+        # (The test is negated so that the fast code follows it: CPython then jumps less.)
+        if not (start < self.capacity and self.written and type(k) is type(v) is spec.array_type
+                and k.shape == spec.step_k and v.shape == spec.step_v and k.dtype is v.dtype is spec.dtype
                 and (cache_position is None
                      or (type(cache_position) is list and len(cache_position) == 1  # what models send
                          and cache_position[0] == start and type(cache_position[0]) is int)
@@ -228,7 +224,7 @@ class KVLayer(CacheLayer):
             out_k.array = keys[..., :end, :]
             out_v.array = values[..., :end, :]
             return out_k, out_v
-        backend = self._backend
+        backend = spec.backend
         out_k = _new_object(Tensor)
         out_k.array = keys[..., :end, :]
         out_k.backend = backend
@@ -327,8 +323,6 @@ class KVLayer(CacheLayer):
         self.capacity, self.length = capacity, length
         self._out_k = self._out_v = None
         self._spec = spec
-        self._step_k, self._step_v, self._dtype = spec.step_k, spec.step_v, spec.dtype
-        self._type, self._backend = spec.array_type, spec.backend
         self.written = True
 
     # -- whole-layer edits, prepared then committed -----------------------

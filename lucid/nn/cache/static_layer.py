@@ -108,9 +108,8 @@ class StaticLayer(KVLayer):
         >>> layer.reset(); layer.get() is None, layer.nbytes()
         (True, 128)
         """
-        self.written = False
+        self.written = False  # closes the fast path until the next first write
         self.length = 0
-        self._step_k = None  # closes the fast path until the next first write
 
     def __repr__(self) -> str:
         rows = "" if self.max_batch_size is None else f", max_batch_size={self.max_batch_size}"
