@@ -94,13 +94,23 @@ def parse_args(argv=None):
                         help="decode this prompt greedily with the model's tokenizer and print the text")
     parser.add_argument("--chat-tokens", type=positive_int, default=64,
                         help="most tokens per answer in the chat on a trained model (default 64)")
-    parser.add_argument("--prefix-store", default="memory", metavar="WHERE",
+    parser.add_argument("--prefix-store", type=prefix_tier, default="memory", metavar="WHERE",
                         help="the prefix-reuse run's store: 'memory' (default), redis://HOST:PORT, or a directory")
     parser.add_argument("--prefix-len", type=positive_int, default=1024,
                         help="the shared system prompt's tokens in the prefix-reuse run (default 1024)")
     parser.add_argument("--requests", type=positive_int, default=3,
                         help="requests sharing the system prompt in the prefix-reuse run (default 3)")
     return parser.parse_args(argv)
+
+
+def prefix_tier(text: str) -> str:
+    """An argparse type: ``--prefix-store``'s word, refused with what to install when it names
+    a Redis server and the Redis client is missing."""
+    try:
+        tier_from_spec(text)
+    except ImportError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def prefix_reuse(model, args) -> bool:

@@ -213,3 +213,14 @@ def test_the_demo_reuses_a_prefix_through_each_store(where, tmp_path, request, c
     assert demo_main(["--model", "tiny", "--tokens", "3", "--layers", "1", "--prefix-len", "256", "--requests", "2",
                       "--prefix-store", spec]) == 0
     assert "| 2 | 256 |" in capsys.readouterr().out
+
+
+def test_redis_is_an_extra_named_when_missing(monkeypatch):
+    imported = subprocess.run([sys.executable, "-c", "import sys, lucid.nn, lucid.demo; print('redis' in sys.modules)"],
+                              capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "False"  # importing lucid never needs the client
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"lucid-kv\[redis\]"):
+        nn.RedisTier("redis://127.0.0.1:6379/0")
+    with pytest.raises(TypeError, match="url must be a str"):  # the argument is still checked first
+        nn.RedisTier(6379)
