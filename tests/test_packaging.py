@@ -6,6 +6,7 @@ import doctest
 import importlib
 import pathlib
 import pkgutil
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -105,8 +106,14 @@ def test_backends_know_nothing_of_lucid_and_nn_imports_no_array_library():
 
 
 def test_a_built_wheel_holds_only_our_top_level_names(tmp_path):
+    source = tmp_path / "source"  # a copy: building in the repository would leave a build/ whose stale files
+    source.mkdir()                # a later wheel would pick up
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for folder in PACKAGES.values():
+        shutil.copytree(folder, source / folder.name, ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+                            "-w", str(tmp_path), str(source)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
