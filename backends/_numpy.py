@@ -30,6 +30,9 @@ class NumpyBackend(Backend):
     def from_dlpack(self, obj):
         return np.from_dlpack(obj)
 
+    def threads(self):
+        return _threads_wanted()
+
     def map_blocks(self, fn, blocks):
         # NumPy runs one operation on one core, but releases the GIL inside it: threads give
         # each core its own block. BLAS runs one thread per call meanwhile, so that the cores

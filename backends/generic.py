@@ -153,6 +153,18 @@ class Backend:
         return self.xp.take(src, self.xp.asarray(rows), axis=0)
 
     # -- running independent pieces of work -----------------------------------
+    def threads(self) -> int:
+        """How many blocks :meth:`map_blocks` runs at once (1: one after another). ``ValueError``
+        when a setting it reads (``LUCID_NUM_THREADS`` on NumPy) is wrong.
+
+        Examples
+        --------
+        >>> import lucid_backends
+        >>> lucid_backends.load_backend("array_api_strict").threads()
+        1
+        """
+        return 1
+
     def map_blocks(self, fn: Callable[[Any], Any], blocks: Iterable) -> list:
         """``[fn(b) for b in blocks]``; backends may run the calls concurrently.
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import contextvars
 import importlib
 import os
@@ -69,8 +70,15 @@ def load_backend(name: str, source: str = "backend") -> Backend:
     resolved = _resolve(name, source)
     if resolved not in _loaded:
         module = importlib.import_module(_REGISTRY[resolved], __package__)
-        _loaded[resolved] = module.load()
+        backend = module.load()
+        copyreg.pickle(type(backend), _by_name)  # pickle and deepcopy a backend as its name
+        _loaded[resolved] = backend
     return _loaded[resolved]
+
+
+def _by_name(backend: Backend) -> tuple:
+    """How pickle and ``copy`` rebuild a backend: loaded again by name (the same object)."""
+    return load_backend, (backend.name,)
 
 
 def get_backend() -> Backend:

@@ -37,6 +37,7 @@ import time
 
 import lucid
 import lucid.nn as nn
+from lucid.cli import activate_backend
 
 B, H, D = 1, 8, 64
 
@@ -114,7 +115,7 @@ def main(argv=None):
     parser.add_argument("--number", type=int, default=20, help="steps per sample")
     parser.add_argument("--samples", type=int, default=101)
     args = parser.parse_args(argv)
-    backend = lucid.get_backend()
+    backend = activate_backend(None)  # a backend that cannot run: one line, exit status 2
     print(f"backend {backend.name} ({backend.device}); B={B} H={H} D={D} float32, one token per step; "
           f"median of {args.samples} interleaved samples x {args.number} steps; us per step (x floor)")
     print("| T | cache | floor | `cache_position=[t]` | `cache_position=None` | dynamic from empty, mean |")

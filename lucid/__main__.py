@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", choices=["numpy", "cupy", "auto"], help="overrides LUCID_BACKEND")
     args = parser.parse_args(argv)
     backend = activate_backend(args.backend)
-    print(f"lucid {lucid.__version__}  backend {backend.name}  device {backend.device}")
+    print(f"lucid {lucid.__version__}  backend {backend.name}  device {backend.device}  threads {backend.threads()}")
     print(f"python {sys.version.split()[0]}  numpy {numpy.__version__}  array-api-compat {array_api_compat.__version__}")
     if backend.name == "cupy":
         import cupy

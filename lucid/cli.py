@@ -26,6 +26,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_between(low: int, high: int):
+    """An argparse type: an int in ``[low, high]``.
+
+    Examples
+    --------
+    >>> from lucid.cli import int_between
+    >>> int_between(256, 65536)("1024")
+    1024
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
 def tolerance(text: str) -> float:
     """An argparse type: a finite float >= 0.
 
@@ -45,8 +66,8 @@ def tolerance(text: str) -> float:
 
 
 def activate_backend(name: str | None):
-    """Activate ``name`` (or what ``LUCID_BACKEND`` says) and return it; on failure print the
-    reason, without a traceback, and exit with status 2.
+    """Activate ``name`` (or what ``LUCID_BACKEND`` says) and return it; on failure (also a bad
+    ``LUCID_NUM_THREADS``) print the reason, without a traceback, and exit with status 2.
 
     Examples
     --------
@@ -55,7 +76,9 @@ def activate_backend(name: str | None):
     'numpy'
     """
     try:
-        return lucid.set_backend(name) if name else lucid.get_backend()
-    except lucid.BackendError as error:
+        backend = lucid.set_backend(name) if name else lucid.get_backend()
+        backend.threads()  # reads LUCID_NUM_THREADS: a bad value is said now, not after minutes of work
+    except ValueError as error:  # BackendError included
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    return backend

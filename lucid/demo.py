@@ -31,6 +31,7 @@ Prints a table; exits 1 if any check fails.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -39,11 +40,14 @@ from tqdm import tqdm
 
 import lucid.nn as nn
 from lucid.chat import ChatSession
-from lucid.cli import activate_backend, positive_int, tolerance
+from lucid.cli import activate_backend, int_between, positive_int, tolerance
 from lucid.generation import generate
 from lucid.models import LlamaConfig, LlamaModel, load_pretrained, load_tokenizer
 from lucid.models.hub import DEFAULT_MODEL, MODELS, DownloadError, download
-from lucid.tiers import tier_from_spec
+from lucid.nn.tiers import tier_from_spec
+
+#: Tokens per chunk of the prefix-reuse run's store.
+PREFIX_CHUNK = 256
 
 #: What the trained model is asked first (one conversation, the cache kept between turns).
 QUESTIONS = ("What is the capital of France?", "And what is it famous for? Answer in two sentences.",
@@ -96,27 +100,42 @@ def parse_args(argv=None):
                         help="most tokens per answer in the chat on a trained model (default 64)")
     parser.add_argument("--prefix-store", type=prefix_tier, default="memory", metavar="WHERE",
                         help="the prefix-reuse run's store: 'memory' (default), redis://HOST:PORT, or a directory")
-    parser.add_argument("--prefix-len", type=positive_int, default=1024,
-                        help="the shared system prompt's tokens in the prefix-reuse run (default 1024)")
+    parser.add_argument("--prefix-len", type=int_between(PREFIX_CHUNK, 32768), default=1024,
+                        help=f"the shared system prompt's tokens in the prefix-reuse run, from {PREFIX_CHUNK} "
+                             "(one chunk of the store) to 32768 (default 1024)")
     parser.add_argument("--requests", type=positive_int, default=3,
                         help="requests sharing the system prompt in the prefix-reuse run (default 3)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.text is not None and args.model == "tiny":
+        parser.error("--text needs a model with a tokenizer; the tiny model has none (leave out --model, "
+                     "or give a GGUF file or a checkpoint with tokenizer.json)")
+    return args
 
 
 def prefix_tier(text: str) -> str:
-    """An argparse type: ``--prefix-store``'s word, refused with what to install when it names
-    a Redis server and the Redis client is missing."""
+    """An argparse type: ``--prefix-store``'s word, checked before any work: ``memory``, a Redis
+    URL the client can parse (and the client installed), or a directory path (with a ``/``)
+    that exists or can be made, and can be written. A word that is none of these, such as
+    ``mem`` or ``redis:/host:6379``, is refused rather than taken for a new directory."""
+    is_url = "://" in text or text.lower().startswith(("redis", "rediss", "unix"))
+    if text != "memory" and not is_url and "/" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'memory', a redis:// URL or a directory path "
+                                         f"(write ./{text} for a directory of that name)")
+    if is_url and not text.startswith(("redis://", "rediss://", "unix://")):
+        raise argparse.ArgumentTypeError(f"{text!r} looks like a Redis URL but is not one; write redis://HOST:PORT")
     try:
-        tier_from_spec(text)
-    except ImportError as error:
+        tier = tier_from_spec(text)
+    except (ImportError, ValueError) as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if isinstance(tier, nn.DiskTier) and not os.access(tier.directory, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"the directory {text!r} cannot be written")
     return text
 
 
 def prefix_reuse(model, args) -> bool:
     """Several requests share a long system prompt: answer them cold (full prefill), then warm (the
     prompt's chunks fetched from a PrefixStore); report time to first token, check the answers agree."""
-    store = nn.PrefixStore([tier_from_spec(args.prefix_store)], chunk_size=256,
+    store = nn.PrefixStore([tier_from_spec(args.prefix_store)], chunk_size=PREFIX_CHUNK,
                            fingerprint=f"lucid-demo/{args.model or ''}/{model.config}")
     rng = np.random.default_rng(1)
     system = rng.integers(0, model.config.vocab_size, size=args.prefix_len)
@@ -136,7 +155,7 @@ def prefix_reuse(model, args) -> bool:
 
     sharing = "1 request shares" if args.requests == 1 else f"{args.requests} requests share"
     print(f"\nprefix reuse: {sharing} a {args.prefix_len}-token system prompt "
-          f"(store: {args.prefix_store}, chunks of 256)\n")
+          f"(store: {args.prefix_store}, chunks of {PREFIX_CHUNK})\n")
     print("| request | reused tokens | time to first token, cold | warm | cold / warm | same tokens |")
     print("|---|---:|---:|---:|---:|:---:|")
     same_everywhere, reused_any = True, False
@@ -231,9 +250,6 @@ def chat(model, tokenizer, args) -> None:
 
 def continue_text(model, tokenizer, args) -> bool:
     """Text in, text out: the model's tokenizer encodes ``--text``; greedy tokens decode back."""
-    if tokenizer is None:
-        print(f"\n--text needs a model with a tokenizer; {args.model} has none")
-        return False
     ids = np.array([tokenizer.encode(args.text)])
     out = generate(model, ids, args.tokens, cache="dynamic")
     print(f"\ntext: {args.text!r} -> {tokenizer.decode(out.tokens[0, ids.shape[1]:].tolist())!r}")
@@ -268,6 +284,9 @@ def main(argv=None) -> int:
         model, tokenizer, label = load_model(args)
     except ValueError as error:  # not a model lucid can load: say why, no traceback
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.text is not None and tokenizer is None:  # said now, not after the whole demo
+        print(f"error: --text needs a model with a tokenizer; {label or 'the tiny model'} has none", file=sys.stderr)
         return 2
     trained = model is not None
     args.tokens = args.tokens or (48 if trained else 300)

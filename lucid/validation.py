@@ -4,6 +4,8 @@ argument, what was expected and what arrived."""
 from __future__ import annotations
 
 import operator
+import pathlib
+import stat
 
 
 def check_int(value, name: str, minimum: int = 0, maximum: int | None = None) -> int:
@@ -29,3 +31,30 @@ def check_int(value, name: str, minimum: int = 0, maximum: int | None = None) ->
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ValueError(f"{name} must be an int {bound}, got {value}")
     return value
+
+
+def check_regular_file(path, what: str = "file") -> pathlib.Path:
+    """``path`` as a ``Path`` when it names a regular file; else a ``ValueError`` that says what
+    is there. A FIFO or a device (``/dev/zero``) is refused before anything reads from it.
+
+    Examples
+    --------
+    >>> from lucid.validation import check_regular_file
+    >>> try:
+    ...     check_regular_file("/dev/zero", "a saved cache")
+    ... except ValueError as error:
+    ...     print(error)
+    /dev/zero is not a regular file (a device, FIFO or socket), so it cannot be a saved cache
+    """
+    path = pathlib.Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no file there (expected {what})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{path} is a directory, not {what}")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path} is not a regular file (a device, FIFO or socket), so it cannot be {what}")
+    return path

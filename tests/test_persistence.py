@@ -8,6 +8,7 @@ import safetensors.numpy
 
 import lucid
 import lucid.nn as nn
+from lucid_backends import framing
 from lucid.models import LlamaConfig, LlamaModel
 
 from .helpers import kv
@@ -156,16 +157,20 @@ def test_bad_files_raise_value_errors_naming_the_path(tmp_path):
     flipped[-5] ^= 0xFF  # a byte of tensor data
     corrupted.write_bytes(bytes(flipped))
     safetensors.numpy.save_file({"x": np.zeros(3)}, str(foreign))
+    arrays, meta = framing.unpack(data)
+    future.write_bytes(framing.pack(arrays, {**meta, "version": 99}))  # a later format, properly framed
     header_len = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + header_len])
     meta = json.loads(header["__metadata__"]["lucid"])
-    meta["version"] = 99
+    meta["cache"]["layers"][0]["length"] += 1  # a header field edited, the data bytes untouched
     header["__metadata__"]["lucid"] = json.dumps(meta)
     new_header = json.dumps(header).encode()
     new_header += b" " * (-len(new_header) % 8)
-    future.write_bytes(len(new_header).to_bytes(8, "little") + new_header + data[8 + header_len:])
+    edited = tmp_path / "edited"
+    edited.write_bytes(len(new_header).to_bytes(8, "little") + new_header + data[8 + header_len:])
     for path, text in ((tmp_path / "missing", "no file"), (tmp_path, "directory"), (truncated, "truncated"),
-                       (corrupted, "corrupted"), (foreign, "not a saved lucid cache"), (future, "version 99")):
+                       (corrupted, "corrupted"), (foreign, "not a saved lucid cache"), (future, "version 99"),
+                       (edited, "checksum")):
         with pytest.raises(ValueError, match=text) as info:
             nn.load_cache(path)
         assert str(path) in str(info.value)

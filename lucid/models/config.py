@@ -79,26 +79,82 @@ class LlamaConfig:
                                   for t in self.layer_types]
         return raw
 
+    def weight_shape(self, name: str) -> tuple:
+        """The shape transformers gives the tensor ``name`` in a model of this configuration.
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaConfig
+        >>> LlamaConfig().weight_shape("model.layers.1.self_attn.k_proj.weight")
+        (32, 64)
+        """
+        h, q, kv = self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        if name in ("model.embed_tokens.weight", "lm_head.weight"):
+            return (self.vocab_size, h)
+        if name == "model.norm.weight":
+            return (h,)
+        shapes = {"self_attn.q_proj.weight": (q, h), "self_attn.k_proj.weight": (kv, h),
+                  "self_attn.v_proj.weight": (kv, h), "self_attn.o_proj.weight": (h, q),
+                  "self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,), "self_attn.v_proj.bias": (kv,),
+                  "self_attn.o_proj.bias": (h,), "mlp.gate_proj.weight": (self.intermediate_size, h),
+                  "mlp.up_proj.weight": (self.intermediate_size, h), "mlp.down_proj.weight": (h, self.intermediate_size),
+                  "input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,)}
+        return shapes[name.split(".", 3)[-1]]
+
     @classmethod
     def from_json(cls, raw: dict, source: str) -> "LlamaConfig":
-        """Parse a Hugging Face ``config.json`` (transformers 4 or 5 spelling)."""
-        architecture = (raw.get("architectures") or ["?"])[0]
+        """Parse a Hugging Face ``config.json`` (transformers 4 or 5 spelling); ``ValueError``
+        naming ``source`` and the field for anything missing, of the wrong type or out of range.
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaConfig
+        >>> try:
+        ...     LlamaConfig.from_json({"architectures": ["LlamaForCausalLM"]}, "config.json")
+        ... except ValueError as error:
+        ...     print(error)
+        config.json: field 'num_attention_heads' is missing (a whole number from 1 to 4096)
+        """
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: a config must be a JSON object, got {type(raw).__name__}")
+
+        def number(name, maximum, default=None, integer=True):
+            value = raw.get(name, default)
+            kind = f"a whole number from 1 to {maximum}" if integer else f"a positive number up to {maximum:g}"
+            if value is None:
+                raise ValueError(f"{source}: field {name!r} is missing ({kind})")
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
+                    or not 0 < value <= maximum:
+                raise ValueError(f"{source}: field {name!r} must be {kind}, got {value!r}")
+            return value
+
+        architectures = raw.get("architectures") or ["?"]
+        architecture = architectures[0] if isinstance(architectures, list) else "?"
         if architecture not in ARCHITECTURES:
             raise ValueError(f"{source}: architecture {architecture!r} is not supported; lucid loads "
                              f"{', '.join(ARCHITECTURES)}")
-        heads = raw["num_attention_heads"]
-        rope = dict(raw.get("rope_parameters") or {})
-        theta = rope.pop("rope_theta", raw.get("rope_theta", 10000.0))
+        heads = number("num_attention_heads", 4096)
+        layers = number("num_hidden_layers", 4096)
+        hidden = number("hidden_size", 1 << 17)
+        rope = raw.get("rope_parameters") or {}
         scaling = raw.get("rope_scaling") or rope
+        if not isinstance(rope, dict) or not isinstance(scaling, dict):
+            raise ValueError(f"{source}: rope_scaling and rope_parameters must be JSON objects, got "
+                             f"{raw.get('rope_scaling')!r} and {raw.get('rope_parameters')!r}")
+        rope = dict(rope)
+        theta = rope.pop("rope_theta", raw.get("rope_theta", 10000.0))
         kind = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
         if kind not in ("default", "llama3"):
             raise ValueError(f"{source}: rope scaling {kind!r} is not supported (default and llama3 are)")
-        layers = raw["num_hidden_layers"]
         window = raw.get("sliding_window") or 0
+        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+            raise ValueError(f"{source}: field 'sliding_window' must be a whole number or null, got {window!r}")
         if architecture == "Qwen2ForCausalLM" and not raw.get("use_sliding_window", False):
             window = 0
         types = raw.get("layer_types")
         if types:
+            if not isinstance(types, list) or len(types) != layers:
+                raise ValueError(f"{source}: field 'layer_types' must list one type per layer ({layers}), got {types!r}")
             layer_types = tuple("sliding" if t == "sliding_attention" else "full" for t in types)
         elif architecture == "Qwen2ForCausalLM" and window:
             first = raw.get("max_window_layers", layers)
@@ -107,14 +163,18 @@ class LlamaConfig:
             layer_types = ("sliding" if window else "full",) * layers
         layer_types = () if set(layer_types) == {"full"} else layer_types  # () means all full
         bias = bool(raw.get("attention_bias", False))
-        return cls(
-            architecture=architecture, vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"],
-            intermediate_size=raw["intermediate_size"], num_layers=layers, num_heads=heads,
-            num_kv_heads=raw.get("num_key_value_heads") or heads,
-            head_dim=raw.get("head_dim") or raw["hidden_size"] // heads, rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
-            rope_theta=float(theta),
-            rope_scaling=tuple(sorted((k, v) for k, v in scaling.items() if k != "rope_theta")) if kind == "llama3" else (),
-            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-            qkv_bias=architecture == "Qwen2ForCausalLM" or bias, o_bias=bias,
-            layer_types=layer_types, sliding_window=int(window),
-        )
+        try:
+            return cls(
+                architecture=architecture, vocab_size=number("vocab_size", 1 << 22), hidden_size=hidden,
+                intermediate_size=number("intermediate_size", 1 << 20), num_layers=layers, num_heads=heads,
+                num_kv_heads=number("num_key_value_heads", 4096, heads),
+                head_dim=number("head_dim", 4096, hidden // heads),
+                rms_norm_eps=number("rms_norm_eps", 1.0, 1e-6, integer=False),
+                rope_theta=float(number("rope_theta", 1e12, theta, integer=False)),
+                rope_scaling=tuple(sorted((k, v) for k, v in scaling.items() if k != "rope_theta")) if kind == "llama3" else (),
+                tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+                qkv_bias=architecture == "Qwen2ForCausalLM" or bias, o_bias=bias,
+                layer_types=layer_types, sliding_window=window,
+            )
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None

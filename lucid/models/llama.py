@@ -15,14 +15,15 @@ import pathlib
 
 import ml_dtypes  # noqa: F401 - registers bfloat16 with NumPy, so safetensors can read it
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
 import lucid_backends
 
 from ..nn.functional import attention_mask, scaled_dot_product_attention
 from ..tensor import Tensor
-from .config import ARCHITECTURES, LlamaConfig
+from ..validation import check_regular_file
+from .config import LlamaConfig
 
 def _inverse_frequencies(config: LlamaConfig) -> np.ndarray:
     dim = config.head_dim
@@ -40,23 +41,47 @@ def _inverse_frequencies(config: LlamaConfig) -> np.ndarray:
     return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
+def _read_json(path: pathlib.Path, what: str):
+    """The JSON in ``path`` (a regular file); ``ValueError`` naming it when it cannot be read."""
+    check_regular_file(path, what)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc})") from None
+
+
 class _Weights:
-    """The checkpoint's tensors by name, across shards, read on demand."""
+    """The checkpoint's tensors by name, across shards (confined to its directory), read on demand."""
 
     def __init__(self, directory: pathlib.Path):
         index = directory / "model.safetensors.index.json"
         if index.exists():
-            names = json.loads(index.read_text())["weight_map"]
+            names = _read_json(index, "a safetensors index")
+            names = names.get("weight_map") if isinstance(names, dict) else None
+            if not isinstance(names, dict) or not all(isinstance(f, str) for f in names.values()):
+                raise ValueError(f"{index}: no weight_map of tensor names to shard files")
         elif (directory / "model.safetensors").exists():
             names = None
         else:
             raise ValueError(f"{directory}: no model.safetensors or model.safetensors.index.json")
         files = sorted(set(names.values())) if names else ["model.safetensors"]
+        root = directory.resolve()
         self.where = {}
         for file in files:
-            with safe_open(str(directory / file), framework="numpy") as f:
-                for key in f.keys():
-                    self.where[key] = directory / file
+            path = (directory / file).resolve()
+            if not path.is_relative_to(root):
+                raise ValueError(f"{index}: shard {file!r} lies outside the checkpoint directory {directory}")
+            check_regular_file(path, "a safetensors shard")
+            for key in self._open(path, lambda f: list(f.keys())):
+                self.where[key] = path
+
+    @staticmethod
+    def _open(path: pathlib.Path, read):
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                return read(f)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupted?): {exc}") from None
 
     def __contains__(self, name: str) -> bool:
         return name in self.where
@@ -65,8 +90,7 @@ class _Weights:
         if name not in self.where:
             raise ValueError(f"the checkpoint has no tensor {name!r} (files: "
                              f"{', '.join(sorted({p.name for p in self.where.values()}))})")
-        with safe_open(str(self.where[name]), framework="numpy") as f:
-            return f.get_tensor(name).astype(np.float32)
+        return self._open(self.where[name], lambda f: f.get_tensor(name)).astype(np.float32)
 
 
 class LlamaModel:
@@ -113,6 +137,9 @@ class LlamaModel:
                 raise ValueError(f"weights: no tensor {name!r}; a {config.architecture} needs the names "
                                  "transformers gives its tensors")
             host = np.asarray(host, dtype=np.float32)
+            if host.shape != config.weight_shape(name):
+                raise ValueError(f"weights: tensor {name!r} has shape {host.shape}; this {config.architecture} "
+                                 f"configuration needs {config.weight_shape(name)}")
             return Tensor.wrap(backend.from_host(np.ascontiguousarray(host.T if transpose else host)), backend)
 
         def maybe(name, transpose=False):
@@ -329,10 +356,9 @@ def load_pretrained(path) -> LlamaModel:
         raise ValueError(f"{directory}: no such file or directory (expected a GGUF file or a checkpoint "
                          "directory with config.json)")
     config_path = directory / "config.json"
-    try:
-        raw = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{config_path}: no config.json in the checkpoint directory") from None
+    if not config_path.exists():
+        raise ValueError(f"{config_path}: no config.json in the checkpoint directory")
+    raw = _read_json(config_path, "a config.json")
     return LlamaModel(LlamaConfig.from_json(raw, str(config_path)), _Weights(directory),
                       progress=f"loading {directory.name}")
 

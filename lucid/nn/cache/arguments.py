@@ -56,12 +56,14 @@ def host_integers(value, name: str):
             array = hxp.asarray(value)
         except (ValueError, OverflowError) as exc:
             raise ValueError(f"{name} must be a rectangular list of ints in the int64 range ({exc})") from None
+        if array.dtype == object:  # ints past int64 (NumPy keeps them as Python objects)
+            raise ValueError(f"{name} must hold ints in the int64 range, got values past it")
         if array.size == 0:
             array = hxp.astype(array, hxp.int64)
     elif lucid_backends.backend_of(value) is not None:
         array = lucid_backends.backend_of(value).to_host(value)
     else:
-        array = hxp.asarray(check_int(value, name, minimum=-(2**63)), dtype=hxp.int64)
+        array = hxp.asarray(check_int(value, name, minimum=-(2**63), maximum=2**63 - 1), dtype=hxp.int64)
     if not hxp.isdtype(array.dtype, "integral"):
         raise TypeError(f"{name} must hold integers (any int dtype), got {array.dtype}")
     return hxp.astype(array, hxp.int64, copy=False)

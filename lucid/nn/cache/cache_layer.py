@@ -65,10 +65,32 @@ def check_pair(k, v) -> None:
         )
     if k.shape[-2] < 1:
         raise ValueError("key/value hold no tokens (seq_len is 0); an update needs at least one token")
+    if 0 in tuple(k.shape) or 0 in tuple(v.shape):
+        raise ValueError(f"key and value must have no empty axis (a batch of 0 rows, 0 heads...); got key "
+                         f"{tuple(k.shape)} and value {tuple(v.shape)}")
     if type(k) is not type(v):
         raise ValueError(f"key and value must live on one device; got {type(k).__name__} and {type(v).__name__}")
     if k.dtype != v.dtype:
         raise ValueError(f"key and value must share a dtype; got {k.dtype} and {v.dtype}")
+
+
+def check_saved(keys, values, positions: int, what: str) -> None:
+    """What a saved key/value pair must satisfy to be restored: arrays of one type and dtype,
+    batch first, agreeing on every axis but the last, holding ``positions`` positions.
+
+    Examples
+    --------
+    >>> import lucid
+    >>> from lucid.nn.cache.cache_layer import check_saved
+    >>> check_saved(lucid.ones(1, 2, 3, 4).array, lucid.ones(1, 2, 3, 4).array, 3, "layer 0")
+    """
+    if type(keys) is not type(values) or keys.dtype != values.dtype:
+        raise ValueError(f"{what}: saved keys and values differ in type or dtype ({keys.dtype}, {values.dtype})")
+    if keys.ndim < 3 or tuple(keys.shape[:-1]) != tuple(values.shape[:-1]) or keys.shape[0] < 1:
+        raise ValueError(f"{what}: saved keys {tuple(keys.shape)} and values {tuple(values.shape)} do not "
+                         "form a (batch, ..., positions, head_dim) pair")
+    if keys.shape[-2] != positions:
+        raise ValueError(f"{what}: the settings say {positions} positions are saved, the arrays hold {keys.shape[-2]}")
 
 
 def check_batch(expected: int, got: int) -> None:
@@ -113,6 +135,15 @@ class Spec(NamedTuple):
 
     def bytes_per_position(self) -> int:
         return (math.prod(self.step_k) + math.prod(self.step_v)) * self.lucid_dtype.itemsize
+
+    def check_fits(self, positions: int, blame: str) -> None:
+        """``ValueError`` naming ``blame`` (the arguments that set the size) when ``positions``
+        positions of this layout could never fit in the device's memory."""
+        size = positions * self.bytes_per_position()
+        total = self.backend.total_memory()
+        if size > total:
+            raise ValueError(f"{blame}: a layer of {positions:,} positions would need {size / 2**30:,.1f} GiB, "
+                             f"more than the {total / 2**30:,.1f} GiB of memory on this {self.backend.device}")
 
 
 _KINDS: dict[str, type] = {}

@@ -26,6 +26,9 @@ def _check_layers(layers) -> list:
             raise ValueError(f"layers[{seen[id(layer)]}] and layers[{i}] are the same object; "
                              "each model layer needs a layer of its own")
         seen[id(layer)] = i
+    batches = {layer.batch_size for layer in layers if layer.written}
+    if len(batches) > 1:
+        raise ValueError(f"layers hold batches of {sorted(batches)} rows; every layer of a cache holds the same batch")
     return layers
 
 

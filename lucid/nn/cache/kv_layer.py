@@ -22,7 +22,7 @@ import lucid_backends
 
 from ...tensor import Tensor
 from .arguments import classify_positions, is_next
-from .cache_layer import CacheLayer, Spec, as_arrays, nothing
+from .cache_layer import CacheLayer, Spec, as_arrays, check_saved, nothing
 
 _wrap = Tensor.wrap
 _new_object = object.__new__
@@ -94,6 +94,16 @@ class KVLayer(CacheLayer):
         self.written = False
         self._spec: Spec | None = None
         self._out_k = self._out_v = None
+
+    def __getstate__(self) -> dict:
+        # ``keys``/``values`` are views of the allocation; pickle would store them apart.
+        return {**self.__dict__, "keys": None, "values": None, "_out_k": None, "_out_v": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self._all_k is not None:
+            batch = self._spec.step_k[0]
+            self.keys, self.values = _first_rows(self._all_k, batch), _first_rows(self._all_v, batch)
 
     # -- policy ----------------------------------------------------------
     @abc.abstractmethod
@@ -429,6 +439,7 @@ class KVLayer(CacheLayer):
     def _restore(self, settings: dict, arrays: dict) -> None:
         # The capacity follows the policy; the contents are exact.
         keys, values = arrays["keys"], arrays["values"]
+        check_saved(keys, values, settings["length"], repr(self))
         if keys.shape[-2] == 0:  # written, then cropped to nothing: keep its layout
             xp = lucid_backends.backend_of(keys).xp
             one_k = xp.zeros(tuple(keys.shape[:-2]) + (1, keys.shape[-1]), dtype=keys.dtype)

@@ -15,6 +15,8 @@ import tempfile
 import lucid_backends
 from lucid_backends import framing
 
+from ...validation import check_regular_file
+
 FORMAT = "lucid-kv-cache"
 VERSION = 2
 
@@ -80,7 +82,8 @@ def write_atomically(path, data: bytes) -> None:
 
 
 def read_file(path) -> bytes:
-    """The bytes at ``path``; ``ValueError`` naming it when there is no file there.
+    """The bytes at ``path``; ``ValueError`` naming it when there is no regular file there
+    (nothing is read from a FIFO or a device).
 
     Examples
     --------
@@ -91,10 +94,8 @@ def read_file(path) -> bytes:
     ...     print("no file" in str(error))
     True
     """
-    path = pathlib.Path(path)
+    path = check_regular_file(path, "a saved cache")
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no file there to load a cache from") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a directory, not a saved cache") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror})") from None

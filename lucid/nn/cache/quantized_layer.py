@@ -6,7 +6,12 @@ from typing import Callable
 from ...tensor import Tensor
 from ...validation import check_int
 from .arguments import check_append
-from .cache_layer import CacheLayer, Spec, as_arrays, nothing
+from .cache_layer import CacheLayer, Spec, as_arrays, check_saved, nothing
+
+
+#: The largest finite value and the epsilon of each floating dtype a quantized layer stores.
+_FLOATS = {"float16": (65504.0, 2.0**-10), "bfloat16": (3.3895313892515355e38, 2.0**-7),
+           "float32": (3.4028234663852886e38, 2.0**-23), "float64": (1.7976931348623157e308, 2.0**-52)}
 
 
 class QuantizedLayer(CacheLayer):
@@ -66,14 +71,28 @@ class QuantizedLayer(CacheLayer):
         self._spec = None
 
     # -- codes -----------------------------------------------------------
-    def _quantize(self, xp, x, dtype):
-        """``(codes, scales, zeros)`` of ``x`` (``(B, ..., T, D)``)."""
+    @staticmethod
+    def _arithmetic(xp, spec: Spec):
+        """``(work dtype, largest finite value, epsilon)`` for the layer's dtype: float32 work
+        for float16 (16-bit arithmetic is slow on CPUs, and float32 holds float16's range),
+        float64 for float32 and bfloat16, whose largest values would overflow ``max - min``."""
+        largest, eps = _FLOATS[spec.lucid_dtype.xp_name]
+        return (xp.float32 if largest < 1e5 else xp.float64), largest, eps
+
+    def _quantize(self, xp, x, spec: Spec):
+        """``(codes, scales, zeros)`` of ``x`` (``(B, ..., T, D)``): the scale rounded up to the
+        stored dtype, so that every value stays within half a step of its code."""
         levels = 2**self.bits - 1
+        dtype = spec.dtype
+        work, _, eps = self._arithmetic(xp, spec)
         lead, dim = tuple(x.shape[:-1]), x.shape[-1]
-        groups = xp.reshape(xp.astype(x, xp.float32), lead + (dim // self.group_size, self.group_size))
+        groups = xp.reshape(xp.astype(x, work), lead + (dim // self.group_size, self.group_size))
         low = xp.min(groups, axis=-1, keepdims=True)
-        scale = xp.astype(xp.astype((xp.max(groups, axis=-1, keepdims=True) - low) / levels, dtype), xp.float32)
-        zero = xp.astype(xp.astype(low, dtype), xp.float32)
+        exact = (xp.max(groups, axis=-1, keepdims=True) - low) / levels
+        scale = xp.astype(xp.astype(exact, dtype), work)
+        bumped = xp.astype(xp.astype(exact * (1 + 2 * eps), dtype), work)
+        scale = xp.where(scale < exact, bumped, scale)
+        zero = xp.astype(xp.astype(low, dtype), work)  # exact: low is one of the values
         safe = xp.where(scale > 0, scale, xp.ones_like(scale))
         codes = xp.clip(xp.round((groups - zero) / safe), 0, levels)
         codes = xp.astype(xp.reshape(codes, lead + (dim,)), xp.uint8)
@@ -82,15 +101,15 @@ class QuantizedLayer(CacheLayer):
             codes = xp.bitwise_or(pairs[..., 0], xp.bitwise_left_shift(pairs[..., 1], 4))
         return codes, xp.astype(scale[..., 0], dtype), xp.astype(zero[..., 0], dtype)
 
-    def _dequantize(self, xp, codes, scales, zeros, dim: int, dtype):
+    def _dequantize(self, xp, codes, scales, zeros, dim: int, spec: Spec):
         lead = tuple(codes.shape[:-1])
         if self.bits == 4:
             codes = xp.stack([xp.bitwise_and(codes, 15), xp.bitwise_right_shift(codes, 4)], axis=-1)
-        # In float32 (16-bit float arithmetic is slow on CPUs), rounded to the stored dtype once.
-        f32 = xp.float32
-        groups = xp.reshape(xp.astype(codes, f32), lead + (dim // self.group_size, self.group_size))
-        values = groups * xp.astype(scales, f32)[..., None] + xp.astype(zeros, f32)[..., None]
-        return xp.astype(xp.reshape(values, lead + (dim,)), dtype)
+        work, largest, _ = self._arithmetic(xp, spec)
+        groups = xp.reshape(xp.astype(codes, work), lead + (dim // self.group_size, self.group_size))
+        values = groups * xp.astype(scales, work)[..., None] + xp.astype(zeros, work)[..., None]
+        # A rounded-up scale may step just past the dtype's range: clip before the cast.
+        return xp.astype(xp.clip(xp.reshape(values, lead + (dim,)), -largest, largest), spec.dtype)
 
     # -- reading ---------------------------------------------------------
     def get(self):
@@ -150,7 +169,11 @@ class QuantizedLayer(CacheLayer):
         check_append(cache_position, n, count, k.shape[0], "a quantized layer")
         if not self.written:
             self._check_layout(spec)
+            spec.check_fits(2 * self.residual_length, f"residual_length={self.residual_length}")
         xp, keep = spec.backend.xp, self.residual_length
+        if not (bool(xp.all(xp.isfinite(k))) and bool(xp.all(xp.isfinite(v)))):
+            raise ValueError("key and value must be finite to be quantized (a NaN or inf would spread over its "
+                             "whole group); the update holds a NaN or an inf")
         held = self.residual_length_held
         pending = {}
         for name, x, step in (("key", k, spec.step_k), ("value", v, spec.step_v)):
@@ -163,7 +186,7 @@ class QuantizedLayer(CacheLayer):
             else:
                 combined = xp.concat([residual[..., :held, :], x], axis=-2)
                 split = combined.shape[-2] - keep
-                chunks.append(self._quantize(xp, combined[..., :split, :], spec.dtype))
+                chunks.append(self._quantize(xp, combined[..., :split, :], spec))
                 tail = combined[..., split:, :]
             pending[name] = (chunks, residual, tail, x)
         new_held = held + count if pending["key"][2] is None else keep
@@ -191,10 +214,12 @@ class QuantizedLayer(CacheLayer):
         parts = list(recent)
         if chunks:
             codes, scales, zeros = (xp.concat([c[i] for c in chunks], axis=-2) for i in range(3))
-            parts.insert(0, self._dequantize(xp, codes, scales, zeros, dim, spec.dtype))
+            parts.insert(0, self._dequantize(xp, codes, scales, zeros, dim, spec))
         return xp.concat(parts, axis=-2) if len(parts) > 1 else xp.asarray(parts[0], copy=True)
 
     def _check_layout(self, spec: Spec) -> None:
+        if spec.lucid_dtype.xp_name not in _FLOATS:
+            raise TypeError(f"a quantized layer stores floating-point keys and values; the update is {spec.lucid_dtype}")
         for name, step in (("key", spec.step_k), ("value", spec.step_v)):
             dim = step[-1]
             if dim % self.group_size:
@@ -335,9 +360,11 @@ class QuantizedLayer(CacheLayer):
 
     def _restore(self, settings: dict, arrays: dict) -> None:
         residual_k, residual_v = arrays["key.residual"], arrays["value.residual"]
+        held, chunks = residual_k.shape[-2], settings["chunks"]
+        check_saved(residual_k, residual_v, settings["length"] - sum(chunks), repr(self))
+        self._check_saved_codes(arrays, chunks, residual_k, residual_v)
         spec = Spec.of(residual_k, residual_v)
         xp, keep = spec.backend.xp, self.residual_length
-        held = residual_k.shape[-2]
         for name, recent, step in (("key", residual_k, spec.step_k), ("value", residual_v, spec.step_v)):
             start = 0
             for size in settings["chunks"]:
@@ -351,6 +378,25 @@ class QuantizedLayer(CacheLayer):
         self.quantized_length = sum(settings["chunks"])
         self.residual_length_held = held
         self._spec, self.length, self.written = spec, settings["length"], True
+
+    def _check_saved_codes(self, arrays: dict, chunks: list, residual_k, residual_v) -> None:
+        """``ValueError`` unless the saved codes, scales and zeros fit the chunk sizes and the
+        residual's layout, and the residual fits its buffer."""
+        if not all(type(size) is int and size > 0 for size in chunks) or residual_k.shape[-2] > 2 * self.residual_length:
+            raise ValueError(f"{self!r}: saved chunk sizes {chunks} or residual of {residual_k.shape[-2]} do not fit")
+        for name, residual in (("key", residual_k), ("value", residual_v)):
+            dim, lead = residual.shape[-1], tuple(residual.shape[:-2])
+            if dim % self.group_size or (self.bits == 4 and dim % 2):
+                raise ValueError(f"{self!r}: a saved {name} head dimension of {dim} does not fit the groups")
+            expected = {"codes": (dim // 2 if self.bits == 4 else dim, None),
+                        "scales": (dim // self.group_size, residual.dtype), "zeros": (dim // self.group_size, residual.dtype)}
+            for part, (width, dtype) in expected.items():
+                array = arrays.get(f"{name}.{part}")
+                if not chunks and array is None:
+                    continue
+                if (array is None or tuple(array.shape) != lead + (sum(chunks), width)
+                        or (dtype is not None and array.dtype != dtype)):
+                    raise ValueError(f"{self!r}: saved {name} {part} do not match the chunks and the residual")
 
     def __repr__(self) -> str:
         return (f"QuantizedLayer(bits={self.bits}, group_size={self.group_size}, "

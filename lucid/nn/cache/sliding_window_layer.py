@@ -6,7 +6,7 @@ from typing import Callable
 from ...tensor import Tensor
 from ...validation import check_int
 from .arguments import check_append, is_next
-from .cache_layer import CacheLayer, Spec, as_arrays, nothing
+from .cache_layer import CacheLayer, Spec, as_arrays, check_saved, nothing
 
 _wrap = Tensor.wrap
 
@@ -230,6 +230,7 @@ class SlidingWindowLayer(CacheLayer):
         return xp.concat(parts, axis=-2)
 
     def _allocate(self, spec: Spec):
+        spec.check_fits(2 * self.window + self.sink_tokens, f"window={self.window}, sink_tokens={self.sink_tokens}")
         xp = spec.backend.xp
 
         def zeros(step, positions):
@@ -335,10 +336,11 @@ class SlidingWindowLayer(CacheLayer):
 
     def _restore(self, settings: dict, arrays: dict) -> None:
         keys, values = arrays["keys"], arrays["values"]
-        spec = Spec.of(keys, values)
-        sink_k, sink_v, ring_k, ring_v = self._allocate(spec)
         end, sinks = settings["length"], self.sink_tokens
         held = min(sinks, end)
+        check_saved(keys, values, held + max(0, end - self._first_kept(end)), repr(self))
+        spec = Spec.of(keys, values)
+        sink_k, sink_v, ring_k, ring_v = self._allocate(spec)
         if held:
             sink_k[..., :held, :] = keys[..., :held, :]
             sink_v[..., :held, :] = values[..., :held, :]
