@@ -78,12 +78,15 @@ class _Outage:
     def skipping(self) -> bool:
         return self.down and self.backoff > 0 and time.monotonic() < self.retry_at
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, unreachable: bool = True) -> None:
+        """Note a failure; one that answered (``unreachable=False``: a full server) warns but
+        is not skipped, since asking again costs no wait."""
         if not self.down:
             warnings.warn(f"{self.what} is unavailable ({type(exc).__name__}: {exc}); the prefix store treats "
                           "it as a miss until it is back", RuntimeWarning, stacklevel=4)
         self.delay = min(self.backoff, max(1.0, 2 * self.delay)) if self.down else 1.0
-        self.down, self.retry_at = True, time.monotonic() + min(self.delay, self.backoff)
+        self.down = True
+        self.retry_at = time.monotonic() + min(self.delay, self.backoff) if unreachable else 0.0
 
     def worked(self) -> None:
         self.down, self.delay = False, 0.0
@@ -288,9 +291,9 @@ class RedisTier:
 
     Every command has a bounded ``timeout`` (seconds). A server that is down, too slow, full
     (``maxmemory`` with ``noeviction``) or goes away mid-run makes reads misses and writes
-    unstored, with one warning per outage; after a failure the tier is skipped (no waiting)
-    and probed again after 1 s, then 2, 4... up to ``backoff`` seconds, so a paused server
-    costs one timeout, not one per chunk. Redis' own ``maxmemory`` policy bounds what it keeps
+    unstored, with one warning per outage; after a server fails to answer, the tier is skipped
+    (no waiting) and probed again after 1 s, then 2, 4... up to ``backoff`` seconds, so a
+    paused server costs one timeout, not one per chunk. Redis' own ``maxmemory`` policy bounds what it keeps
     (``allkeys-lru`` makes it an LRU); Redis Cluster is the way past one server.
 
     Parameters
@@ -330,6 +333,7 @@ class RedisTier:
             raise ValueError(f"url {url!r} is not a Redis URL such as 'redis://127.0.0.1:6379/0': {exc}") from None
         self.url, self.prefix, self.timeout, self.backoff = url, prefix, float(timeout), float(backoff)
         self._errors = (redis.exceptions.RedisError, OSError)
+        self._answered = redis.exceptions.ResponseError
         self._outage = _Outage(f"Redis at {url}", backoff=self.backoff)
 
     def _call(self, method: str, *args):
@@ -338,7 +342,10 @@ class RedisTier:
             return None
         try:
             result = getattr(self._client, method)(*args)
-        except self._errors as exc:
+        except self._answered as exc:  # the server replied with an error (full, read-only...)
+            self._outage.failed(exc, unreachable=False)
+            return None
+        except self._errors as exc:  # down, too slow, gone away
             self._outage.failed(exc)
             return None
         self._outage.worked()

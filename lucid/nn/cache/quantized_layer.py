@@ -74,11 +74,13 @@ class QuantizedLayer(CacheLayer):
     @staticmethod
     def _arithmetic(xp, spec: Spec):
         """``(work dtype, largest finite value, epsilon)`` for the layer's dtype: float32 work
-        for float16 (16-bit arithmetic is slow on CPUs, and float32 holds float16's range),
-        float64 for float32 and bfloat16, whose largest values would overflow ``max - min``."""
+        (16-bit arithmetic is slow on CPUs), float64 for float64 inputs."""
         largest, eps = _FLOATS[spec.lucid_dtype.xp_name]
-        return (xp.float32 if largest < 1e5 else xp.float64), largest, eps
+        return (xp.float64 if spec.lucid_dtype.xp_name == "float64" else xp.float32), largest, eps
 
+    # The arithmetic works on halves (x / 2 - min / 2, code * scale / 2 + min / 2, then doubled):
+    # halving is exact, and it keeps a group that spans a dtype's whole range (-3e38 to 3e38 in
+    # float32 or bfloat16) from overflowing in max - min or in code * scale.
     def _quantize(self, xp, x, spec: Spec):
         """``(codes, scales, zeros)`` of ``x`` (``(B, ..., T, D)``): the scale rounded up to the
         stored dtype, so that every value stays within half a step of its code."""
@@ -86,20 +88,20 @@ class QuantizedLayer(CacheLayer):
         dtype = spec.dtype
         work, _, eps = self._arithmetic(xp, spec)
         lead, dim = tuple(x.shape[:-1]), x.shape[-1]
-        groups = xp.reshape(xp.astype(x, work), lead + (dim // self.group_size, self.group_size))
-        low = xp.min(groups, axis=-1, keepdims=True)
-        exact = (xp.max(groups, axis=-1, keepdims=True) - low) / levels
+        halves = xp.reshape(xp.astype(x, work), lead + (dim // self.group_size, self.group_size)) * 0.5
+        low = xp.min(halves, axis=-1, keepdims=True)
+        exact = (xp.max(halves, axis=-1, keepdims=True) - low) * (2 / levels)
         scale = xp.astype(xp.astype(exact, dtype), work)
         bumped = xp.astype(xp.astype(exact * (1 + 2 * eps), dtype), work)
         scale = xp.where(scale < exact, bumped, scale)
-        zero = xp.astype(xp.astype(low, dtype), work)  # exact: low is one of the values
-        safe = xp.where(scale > 0, scale, xp.ones_like(scale))
-        codes = xp.clip(xp.round((groups - zero) / safe), 0, levels)
+        safe = xp.where(scale > 0, scale, xp.ones_like(scale)) * 0.5
+        codes = xp.clip(xp.round((halves - low) / safe), 0, levels)
         codes = xp.astype(xp.reshape(codes, lead + (dim,)), xp.uint8)
         if self.bits == 4:
             pairs = xp.reshape(codes, lead + (dim // 2, 2))
             codes = xp.bitwise_or(pairs[..., 0], xp.bitwise_left_shift(pairs[..., 1], 4))
-        return codes, xp.astype(scale[..., 0], dtype), xp.astype(zero[..., 0], dtype)
+        # low * 2 is the group's minimum, exactly: one of the values, so the dtype holds it.
+        return codes, xp.astype(scale[..., 0], dtype), xp.astype(low[..., 0] * 2, dtype)
 
     def _dequantize(self, xp, codes, scales, zeros, dim: int, spec: Spec):
         lead = tuple(codes.shape[:-1])
@@ -107,7 +109,11 @@ class QuantizedLayer(CacheLayer):
             codes = xp.stack([xp.bitwise_and(codes, 15), xp.bitwise_right_shift(codes, 4)], axis=-1)
         work, largest, _ = self._arithmetic(xp, spec)
         groups = xp.reshape(xp.astype(codes, work), lead + (dim // self.group_size, self.group_size))
-        values = groups * xp.astype(scales, work)[..., None] + xp.astype(zeros, work)[..., None]
+        scales, zeros = xp.astype(scales, work)[..., None], xp.astype(zeros, work)[..., None]
+        reach = float(xp.max(xp.abs(zeros))) + (2**self.bits - 1) * float(xp.max(scales))
+        if reach < largest / 2:  # the usual case: nothing comes near the dtype's largest value
+            return xp.astype(xp.reshape(groups * scales + zeros, lead + (dim,)), spec.dtype)
+        values = (groups * (scales * 0.5) + zeros * 0.5) * 2
         # A rounded-up scale may step just past the dtype's range: clip before the cast.
         return xp.astype(xp.clip(xp.reshape(values, lead + (dim,)), -largest, largest), spec.dtype)
 
