@@ -1,6 +1,7 @@
 """CPU instructions per decode-step ``update``, next to the floor: a count that does not drift.
 
-    python benchmarks/step_instructions.py        # needs valgrind (Debian: apt-get install valgrind)
+    python benchmarks/step_instructions.py             # needs valgrind (Debian: apt-get install valgrind)
+    python benchmarks/step_instructions.py "cache [t]"  # the floor and the variants named
 
 The same step as ``decode_step.py`` (one token, B=1, H=8, D=64, float32, into a static cache of
 1024 tokens; the two views come back), counted with ``valgrind --tool=callgrind`` instead of
@@ -10,7 +11,8 @@ thread and the hash seed fixed, so that the counts repeat exactly.
 
 Variants: the floor (two slice assignments, two views); ``update`` through the cache with
 ``cache_position=[t]`` (the model's path) and with none; the layer's own ``update`` with
-``[t]`` (the cache's dispatch is the difference).
+``[t]`` (the cache's dispatch is the difference); a sliding window of 64 without and with 4
+sinks, and one of 4096 with 4 sinks (the same count at any window is the point).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import subprocess
 import sys
 
 STEPS = (1_000, 6_000)
-VARIANTS = ("floor", "cache [t]", "cache None", "layer [t]")
+VARIANTS = ("floor", "cache [t]", "cache None", "layer [t]", "sliding 64 [t]", "sliding 64+4 sinks [t]",
+            "sliding 4096+4 sinks [t]")
 
 
 def run(variant: str, steps: int) -> None:
@@ -45,7 +48,16 @@ def run(variant: str, steps: int) -> None:
         floor_v[..., t:end, :] = vd
         return floor_k[..., :end, :], floor_v[..., :end, :]
 
+    def sliding(window, sinks):  # prefilled past the window: every counted step slides it
+        target = nn.SlidingWindowKVCache(window, sink_tokens=sinks)
+        target.update(lucid.randn(batch, heads, length, dim), lucid.randn(batch, heads, length, dim), 0)
+        target.update(lucid.randn(batch, heads, window, dim), lucid.randn(batch, heads, window, dim), 0)
+        return lambda t: target.update(k, v, 0, cache_position=[t + window])
+
     step = {"floor": floor,
+            "sliding 64 [t]": sliding(64, 0) if variant == "sliding 64 [t]" else None,
+            "sliding 64+4 sinks [t]": sliding(64, 4) if variant == "sliding 64+4 sinks [t]" else None,
+            "sliding 4096+4 sinks [t]": sliding(4096, 4) if variant == "sliding 4096+4 sinks [t]" else None,
             "cache [t]": lambda t: update(k, v, 0, cache_position=[t]),
             "cache None": lambda t: update(k, v, 0),
             "layer [t]": lambda t: layer.update(k, v, [t])}[variant]
@@ -66,9 +78,10 @@ def instructions(variant: str, steps: int) -> int:
 def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind not found: install it (Debian: apt-get install valgrind)")
+    wanted = [v for v in VARIANTS if v == "floor" or not sys.argv[1:] or v in sys.argv[1:]]
     print(f"instructions per step (callgrind, ({STEPS[1]:,} - {STEPS[0]:,} steps) / {STEPS[1] - STEPS[0]:,})")
     floor = None
-    for variant in VARIANTS:
+    for variant in wanted:
         low, high = (instructions(variant, steps) for steps in STEPS)
         per_step = (high - low) / (STEPS[1] - STEPS[0])
         floor = floor or per_step

@@ -265,3 +265,19 @@ def test_a_prompt_of_whole_chunks_leaves_a_token_for_generate():
     assert store.fetch(prompt, cache) == 4  # not 8: the next forward needs at least one token
     warm = generate(MODEL, prompt[None, :], 5, cache=cache)
     assert warm.tokens.tolist() == generate(MODEL, prompt[None, :], 5).tokens.tolist()
+
+
+def test_a_disk_tier_counts_bytes_while_others_remove_files(tmp_path, monkeypatch):
+    tier = nn.DiskTier(tmp_path / "d")
+    for i in range(3):
+        tier.put(key(i), b"x" * 10)
+    real_stat = type(tmp_path).stat
+
+    def vanishing(path, *args, **kwargs):  # another process evicts this chunk between glob and stat
+        if path.name.startswith(key(1)):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(type(tmp_path), "stat", vanishing)
+    assert tier.nbytes == 20
+    assert tier.put(key(4), b"y" * 10)  # eviction walks the directory too

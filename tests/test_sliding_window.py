@@ -107,6 +107,30 @@ def test_one_token_steps_return_views_and_hold_at_most_2_window_plus_sinks(backe
     assert sinks.nbytes() == (2 * 8 + 3) * 2 * 3 * 4 * 4
 
 
+@pytest.mark.parametrize("window, sinks", [(1, 1), (1, 4), (2, 3), (5, 1), (5, 4), (8, 2)])
+def test_steps_with_sinks_are_views_in_order_at_any_length(window, sinks):
+    """The sinks move along the ring one slot a step and wrap around it many times; every step
+    returns views (no copy of the window) holding exactly the sinks, then the window, in order."""
+    layer = nn.SlidingWindowLayer(window, sink_tokens=sinks)
+    history = np.arange(400, dtype=np.float32).reshape(1, 1, 100, 4)
+    t = 3
+    layer.update(lucid.Tensor(history[..., :t, :]), lucid.Tensor(-history[..., :t, :]))
+    while t < 99:
+        chunk = 1 if t % 17 else 2  # now and then a two-token update (the general path) in between
+        k_out, v_out = layer.update(lucid.Tensor(history[..., t:t + chunk, :]),
+                                    lucid.Tensor(-history[..., t:t + chunk, :]), cache_position=list(range(t, t + chunk)))
+        positions = layer.key_positions(chunk).tolist()
+        assert positions == list(range(min(sinks, t + chunk))) + list(range(max(sinks, t + chunk - window - chunk + 1),
+                                                                           t + chunk))
+        np.testing.assert_array_equal(k_out.numpy(), history[..., positions, :])
+        np.testing.assert_array_equal(v_out.numpy(), -history[..., positions, :])
+        if chunk == 1 and t >= sinks and lucid.get_backend().name == "numpy":
+            assert np.shares_memory(k_out.numpy(), layer.ring_keys)
+        np.testing.assert_array_equal(layer.get()[0].numpy(), history[..., layer.key_positions().tolist(), :])
+        t += chunk
+    assert layer.nbytes() == (2 * window + sinks) * 2 * 4 * 4
+
+
 @pytest.mark.parametrize("dtype", [lucid.Float16, lucid.BFloat16, lucid.Float32])
 def test_every_float_dtype(backend_name, dtype):
     if lucid.get_backend().dtype(dtype.xp_name) is None:

@@ -42,30 +42,40 @@ class SlidingWindowStep:
 
 
 class SinksStep:
-    """100 decode steps of a sliding window with 4 attention sinks after a 1024-token prefill.
+    """1000 decode steps of a sliding window with 4 attention sinks (B=1, H=8, D=64, float32,
+    ``cache_position=[t]``) after a prefill of 1024 or 32768 tokens.
 
-    A step returns the sinks and the window in one new array: one copy of what it shows
-    (``min(window, positions) + 4``), so this grows with the window; ``dynamic`` is a
-    DynamicKVCache's step on the same tokens.
+    A step writes the token twice and the 4 sinks once (they move one slot along the ring) and
+    returns views: its cost must not depend on the window or the length. ``floor``: DecodeStep's
+    (two writes, two views).
     """
 
-    params = [BACKENDS, ["dynamic", "sliding+4 sinks"], [64, 1024]]
-    param_names = ["backend", "cache", "window"]
+    params = [BACKENDS, ["floor", "sliding+4 sinks"], [64, 4096, 65536], [1024, 32768]]
+    param_names = ["backend", "cache", "window", "length"]
     number = 1
     warmup_time = 0
+    repeat = (5, 15, 30.0)
+    timeout = 600
 
-    def setup(self, backend, cache, window):
+    def setup(self, backend, cache, window, length):
         use_backend(backend)
         k = tokens("B1-H8-D64", 1)
-        prefill = tokens("B1-H8-D64", 1024)
-        target = nn.DynamicKVCache() if cache == "dynamic" else nn.SlidingWindowKVCache(window, sink_tokens=4)
-        target.update(prefill, prefill, 0)
-        update = target.update
-        self.step = lambda t: update(k, k, 0, cache_position=[t])
+        prefill = tokens("B1-H8-D64", length)
+        if cache == "floor":
+            kd = raw(k)
+            target = Floor(kd, length + STEPS + 1)
+            target.update(raw(prefill), raw(prefill))
+            self.step = lambda t: target.update(kd, kd)
+        else:
+            target = nn.SlidingWindowKVCache(window, sink_tokens=4)
+            target.update(prefill, prefill, 0)
+            update = target.update
+            self.step = lambda t: update(k, k, 0, cache_position=[t])
+        self.length = length
         sync()
 
-    def time_100_updates(self, *params):
-        run_steps(self.step, 1024, 100)
+    def time_1000_updates(self, *params):
+        run_steps(self.step, self.length, STEPS)
 
 
 class QuantizedStep:

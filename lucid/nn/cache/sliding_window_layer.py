@@ -24,12 +24,16 @@ class SlidingWindowLayer(CacheLayer):
     (a prefill longer than the window returns all of it). :meth:`key_positions` tells the
     absolute position of each.
 
-    Storage is a mirrored ring: each position past the sinks is written at slot ``i`` and
-    ``i + window`` of a ``2 * window`` buffer, so the last ``window`` positions are always
-    contiguous and in order. A one-token step writes the token twice and returns views (no
-    copy, no roll, the same cost at any window); with sinks it returns one copy of
-    ``sink_tokens + window`` positions. Memory: ``2 * window + sink_tokens`` positions,
-    allocated at the first write.
+    Storage is one buffer per keys and values, of ``sink_tokens + 2 * window`` positions: the
+    sinks' home, then a mirrored ring (each position past the sinks is written at ring slot
+    ``i`` and ``i + window``, so the last ``window`` positions are always one contiguous slice,
+    in order). What ``get`` shows is one slice of it too: the sinks sit in the ``sink_tokens``
+    slots just before the window's first slot. As the window slides they move one slot on, over
+    ring slots whose copies in the ring's second half are the ones in use; the ring slot they
+    leave is restored from its copy. So a one-token step writes the token twice and the sinks
+    once (no sinks: nothing more) and returns two views: no copy of the window, the same cost at
+    any window and any length. Memory: ``2 * window + sink_tokens`` positions, allocated at the
+    first write.
 
     Parameters
     ----------
@@ -56,33 +60,41 @@ class SlidingWindowLayer(CacheLayer):
         self._release()
 
     def _release(self) -> None:
-        self.sink_keys = self.sink_values = None  # (B, ..., sink_tokens, D)
-        self.ring_keys = self.ring_values = None  # (B, ..., 2 * window, D)
+        # (B, ..., sink_tokens + 2 * window, D): the sinks' home, then the mirrored ring
+        self.ring_keys = self.ring_values = None
         self.length = 0
         self.written = False
         self._spec = None
 
-    # -- reading ---------------------------------------------------------
+    # -- where positions live ---------------------------------------------
     def _first_kept(self, end: int, new_tokens: int = 1) -> int:
         """The first non-sink position the last update of ``new_tokens`` tokens returned."""
         return max(self.sink_tokens, end - self.window - new_tokens + 1)
 
-    def _ring(self, ring, lo: int, hi: int):
-        """A view of positions ``[lo, hi)`` (past the sinks, within the last window) of a ring."""
-        start = (lo - self.sink_tokens) % self.window
-        return ring[..., start:start + max(0, hi - lo), :]
+    def _shown_start(self, end: int) -> int:
+        """Where the slice of sinks and window begins after ``end`` positions: the sinks' home
+        until the window slides, then the ``sink_tokens`` slots before the window's first."""
+        past = end - self.sink_tokens - self.window
+        return past % self.window if past > 0 else 0
 
-    def _with_sinks(self, end: int, ring_k, ring_v):
-        if not self.sink_tokens:
-            return ring_k, ring_v
-        xp = self._spec.backend.xp
-        sinks = min(self.sink_tokens, end)
-        return (xp.concat([self.sink_keys[..., :sinks, :], ring_k], axis=-2),
-                xp.concat([self.sink_values[..., :sinks, :], ring_v], axis=-2))
+    def _shown(self, buffer, end: int):
+        """The view of the sinks and the window after ``end`` positions."""
+        start = self._shown_start(end)
+        return buffer[..., start:start + min(end, self.sink_tokens + self.window), :]
 
+    def _window(self, buffer, lo: int, hi: int):
+        """A view of window positions ``[lo, hi)`` (past the sinks, at most ``window`` of the
+        latest), read where the ring's copies are sure to hold them."""
+        sinks, window = self.sink_tokens, self.window
+        start, count = (lo - sinks) % window, max(0, hi - lo)
+        if start + count <= window:  # the second half's copies: never under the sinks
+            start += window
+        return buffer[..., sinks + start:sinks + start + count, :]
+
+    # -- reading ---------------------------------------------------------
     def get(self):
         """``(keys, values)`` of the sinks and the last ``window`` positions, in order (views
-        without sinks, one copy with them), or ``None`` if unwritten.
+        of the buffers), or ``None`` if unwritten.
 
         Examples
         --------
@@ -94,11 +106,8 @@ class SlidingWindowLayer(CacheLayer):
         """
         if not self.written:
             return None
-        end = self.length
-        lo = self._first_kept(end)
-        k, v = self._with_sinks(end, self._ring(self.ring_keys, lo, end), self._ring(self.ring_values, lo, end))
-        backend = self._spec.backend
-        return _wrap(k, backend), _wrap(v, backend)
+        backend, end = self._spec.backend, self.length
+        return _wrap(self._shown(self.ring_keys, end), backend), _wrap(self._shown(self.ring_values, end), backend)
 
     def key_positions(self, new_tokens: int = 1) -> Tensor:
         """Absolute positions of what the last ``update`` of ``new_tokens`` tokens returned
@@ -120,7 +129,7 @@ class SlidingWindowLayer(CacheLayer):
         return _wrap(xp.concat([sinks, recent]), backend)
 
     def nbytes(self) -> int:
-        """Bytes of the sink and ring buffers.
+        """Bytes of the two buffers.
 
         Examples
         --------
@@ -132,8 +141,7 @@ class SlidingWindowLayer(CacheLayer):
         """
         if self.ring_keys is None:
             return 0
-        arrays = [self.ring_keys, self.ring_values] + ([self.sink_keys, self.sink_values] if self.sink_tokens else [])
-        return sum(a.size for a in arrays) * self._spec.lucid_dtype.itemsize
+        return (self.ring_keys.size + self.ring_values.size) * self._spec.lucid_dtype.itemsize
 
     # -- writing ---------------------------------------------------------
     def update(self, key, value, cache_position=None):
@@ -152,7 +160,7 @@ class SlidingWindowLayer(CacheLayer):
         ((1, 1, 2, 2), [4, 5])
         """
         spec, n = self._spec, self.length
-        if spec is not None and not self.sink_tokens and self.written:  # the decode step's fast path
+        if self.written and n >= self.sink_tokens:  # the decode step's fast path
             k = key.array if type(key) is Tensor else key
             v = value.array if type(value) is Tensor else value
             if (type(k) is type(v) is spec.array_type and k.shape == spec.step_k and v.shape == spec.step_v
@@ -163,95 +171,132 @@ class SlidingWindowLayer(CacheLayer):
         spec = self.spec_for(k, v)
         n, count = self.length, k.shape[-2]
         check_append(cache_position, n, count, k.shape[0], "a sliding-window layer")
-        end, sinks, window = n + count, self.sink_tokens, self.window
         if self.written:
-            sink_k, sink_v, ring_k, ring_v = self.sink_keys, self.sink_values, self.ring_keys, self.ring_values
+            keys, values = self.ring_keys, self.ring_values
         else:
-            sink_k, sink_v, ring_k, ring_v = self._allocate(spec)
-        xp, backend = spec.backend.xp, spec.backend
-        # Everything that allocates happens before the first write: the ring slots a write
-        # reuses still hold positions the layer shows until the commit.
-        step = count == 1 and self.written and n >= sinks
-        if step and sinks:
-            shown = sinks + min(window, end - sinks)
-            out_k = xp.empty(spec.step_k[:-2] + (shown, spec.step_k[-1]), dtype=spec.dtype)
-            out_v = xp.empty(spec.step_v[:-2] + (shown, spec.step_v[-1]), dtype=spec.dtype)
-        elif not step:
-            out_k = self._returned(xp, k, sink_k, ring_k, n, end)
-            out_v = self._returned(xp, v, sink_v, ring_v, n, end)
-        if n < sinks:
-            hi = min(sinks, end)
-            sink_k[..., n:hi, :] = k[..., :hi - n, :]
-            sink_v[..., n:hi, :] = v[..., :hi - n, :]
-        first = max(sinks, n, end - window)  # the positions that go to the ring
-        if first < end:
-            self._write_ring(ring_k, k[..., first - n:, :], first - sinks)
-            self._write_ring(ring_v, v[..., first - n:, :], first - sinks)
-        if step:
-            lo = self._first_kept(end)
-            ring_view_k, ring_view_v = self._ring(ring_k, lo, end), self._ring(ring_v, lo, end)
-            if sinks:
-                out_k[..., :sinks, :] = sink_k
-                out_k[..., sinks:, :] = ring_view_k
-                out_v[..., :sinks, :] = sink_v
-                out_v[..., sinks:, :] = ring_view_v
-            else:
-                out_k, out_v = ring_view_k, ring_view_v
-        self.sink_keys, self.sink_values, self.ring_keys, self.ring_values = sink_k, sink_v, ring_k, ring_v
+            keys, values = self._allocate(spec)
+        # Everything that allocates (what the update returns, the sinks set aside) happens
+        # before the first write: the slots a write reuses still hold what the layer shows.
+        xp, end = spec.backend.xp, n + count
+        out_k, out_v = self._returned(xp, k, keys, n, end), self._returned(xp, v, values, n, end)
+        sinks, slides = self.sink_tokens, self.sink_tokens and end - self.sink_tokens > self.window
+        if slides:  # the sinks to place before the window, set aside: the writes go over where they are
+            placed = [xp.asarray(self._shown(buffer, n)[..., :sinks, :], copy=True) if n >= sinks
+                      else xp.concat([buffer[..., :n, :], x[..., :sinks - n, :]], axis=-2)
+                      for buffer, x in ((keys, k), (values, v))]
+        for buffer, x in ((keys, k), (values, v)):
+            self._write(buffer, x, n, end)
+        if slides:
+            start = self._shown_start(end)
+            for buffer, kept in zip((keys, values), placed):
+                buffer[..., start:start + sinks, :] = kept
+                if start >= sinks:  # clear of home: home holds them too (what steps copy from)
+                    buffer[..., :sinks, :] = kept
+        self.ring_keys, self.ring_values = keys, values
         self._spec, self.length, self.written = spec, end, True
+        if out_k is None:  # a one-token step: views
+            out_k, out_v = self._shown(keys, end), self._shown(values, end)
+        backend = spec.backend
         return _wrap(out_k, backend), _wrap(out_v, backend)
 
     def _step(self, k, v, n: int, backend):
-        """One token at position ``n`` of a layer without sinks: two writes each, two views."""
-        window, ring_k, ring_v = self.window, self.ring_keys, self.ring_values
-        slot = n % window
-        ring_k[..., slot:slot + 1, :] = k
-        ring_k[..., slot + window:slot + window + 1, :] = k
-        ring_v[..., slot:slot + 1, :] = v
-        ring_v[..., slot + window:slot + window + 1, :] = v
+        """One token at position ``n`` (past the sinks): written twice; once the window slides,
+        the sinks move one slot on and the ring slot they leave is restored from its copy.
+
+        The sinks' home (the buffer's first ``sink_tokens`` slots) holds them whenever the
+        sinks sit at home or past it, so they are copied from there; only while their place
+        overlaps home are they set aside first."""
+        sinks, window, keys, values = self.sink_tokens, self.window, self.ring_keys, self.ring_values
+        r = (n - sinks) % window  # the token's ring slot; also where the sinks sit, once sliding
+        slot = sinks + r
         end = n + 1
         self.length = end
-        shown = min(window, end)
-        start = (end - shown) % window
-        return _wrap(ring_k[..., start:start + shown, :], backend), _wrap(ring_v[..., start:start + shown, :], backend)
+        if n - sinks < window or not sinks:  # nothing to move: the token, twice, and two views
+            keys[..., slot:slot + 1, :] = k
+            keys[..., slot + window:slot + window + 1, :] = k
+            values[..., slot:slot + 1, :] = v
+            values[..., slot + window:slot + window + 1, :] = v
+            if n - sinks < window:
+                return _wrap(keys[..., :end, :], backend), _wrap(values[..., :end, :], backend)
+            start = r + 1 if r + 1 < window else 0
+            return (_wrap(keys[..., start:start + window, :], backend),
+                    _wrap(values[..., start:start + window, :], backend))
+        start = r + 1 if r + 1 < window else 0
+        if r < sinks:  # the sinks' place overlaps home: set them aside (before the token's write)
+            xp = backend.xp
+            kept_k = xp.asarray(keys[..., r:r + sinks, :], copy=True)
+            kept_v = xp.asarray(values[..., r:r + sinks, :], copy=True)
+        if not start:  # the window wraps: the token's first copy is in it (otherwise under the sinks)
+            keys[..., slot:slot + 1, :] = k
+            values[..., slot:slot + 1, :] = v
+        keys[..., slot + window:slot + window + 1, :] = k
+        values[..., slot + window:slot + window + 1, :] = v
+        if r >= sinks:  # home holds the sinks, clear of where they go
+            keys[..., start:start + sinks, :] = keys[..., :sinks, :]
+            values[..., start:start + sinks, :] = values[..., :sinks, :]
+        else:
+            keys[..., start:start + sinks, :] = kept_k
+            values[..., start:start + sinks, :] = kept_v
+            if start >= sinks:  # clear of home again: put them back there too
+                keys[..., :sinks, :] = kept_k
+                values[..., :sinks, :] = kept_v
+        # Restore the ring slots the sinks left (one; all of the old place when they wrap).
+        lo, hi = max(sinks, r), (r + 1 if start else r + sinks)
+        if lo < hi:
+            keys[..., lo:hi, :] = keys[..., lo + window:hi + window, :]
+            values[..., lo:hi, :] = values[..., lo + window:hi + window, :]
+        stop = start + sinks + window
+        return _wrap(keys[..., start:stop, :], backend), _wrap(values[..., start:stop, :], backend)
 
-    def _returned(self, xp, x, sink, ring, n: int, end: int):
+    def _returned(self, xp, x, buffer, n: int, end: int):
         """A new array of what an update ``x`` of positions ``[n, end)`` returns, built before
         anything is written: the sinks (old, then new), the window's positions the new queries
-        still see, then the new positions past the sinks."""
+        still see, then the new positions past the sinks. (A one-token step past the sinks
+        returns views instead: ``None`` here.)"""
         sinks = self.sink_tokens
-        parts = [sink[..., :min(sinks, n), :]] if sinks and n else []
+        if x.shape[-2] == 1 and self.written and n >= sinks:
+            return None
+        parts = [self._shown(buffer, n)[..., :min(sinks, n), :]] if sinks and n else []
         if n < sinks:
             parts.append(x[..., :min(sinks, end) - n, :])
         lo, hi = max(sinks, n - self.window + 1), max(sinks, n)
         if lo < hi:
-            parts.append(self._ring(ring, lo, hi))
+            parts.append(self._window(buffer, lo, hi))
         parts.append(x[..., min(end, max(sinks, n)) - n:, :])  # nothing past the sinks: an empty slice
         return xp.concat(parts, axis=-2)
 
+    def _write(self, buffer, x, n: int, end: int) -> None:
+        """Write positions ``[n, end)``: sinks to their home, the latest ``window`` of the rest to
+        both ring slots; once the window slides, each ring slot's first copy again equals its
+        second (the sinks are placed after, by the caller)."""
+        sinks, window = self.sink_tokens, self.window
+        if n < sinks:
+            hi = min(sinks, end)
+            buffer[..., n:hi, :] = x[..., :hi - n, :]
+        first = max(sinks, n, end - window)
+        count = end - first
+        if count > 0:
+            start = (first - sinks) % window
+            head = min(count, window - start)
+            part, rest = x[..., first - n:first - n + head, :], x[..., first - n + head:, :]
+            for offset in (sinks, sinks + window):
+                buffer[..., offset + start:offset + start + head, :] = part
+                if count > head:
+                    buffer[..., offset:offset + count - head, :] = rest
+        if sinks and end - sinks > window:  # the sinks were over some first copies: restore them all
+            buffer[..., sinks:sinks + window, :] = buffer[..., sinks + window:sinks + 2 * window, :]
+
     def _allocate(self, spec: Spec):
-        spec.check_fits(2 * self.window + self.sink_tokens, f"window={self.window}, sink_tokens={self.sink_tokens}")
+        positions = self.sink_tokens + 2 * self.window
+        spec.check_fits(positions, f"window={self.window}, sink_tokens={self.sink_tokens}")
         xp = spec.backend.xp
 
-        def zeros(step, positions):
+        def zeros(step):
             buf = xp.empty(step[:-2] + (positions, step[-1]), dtype=spec.dtype)
             buf[...] = 0  # touch the pages now, not during the decode steps
             return buf
 
-        sinks = self.sink_tokens
-        return (zeros(spec.step_k, sinks) if sinks else None, zeros(spec.step_v, sinks) if sinks else None,
-                zeros(spec.step_k, 2 * self.window), zeros(spec.step_v, 2 * self.window))
-
-    def _write_ring(self, ring, x, q: int) -> None:
-        """Write ``x`` (at most ``window`` tokens) for ring index ``q`` on, at both mirror slots."""
-        window, count = self.window, x.shape[-2]
-        start = q % window
-        head = min(count, window - start)
-        ring[..., start:start + head, :] = x[..., :head, :]
-        ring[..., start + window:start + window + head, :] = x[..., :head, :]
-        if count > head:
-            ring[..., :count - head, :] = x[..., head:, :]
-            ring[..., window:window + count - head, :] = x[..., head:, :]
+        return zeros(spec.step_k), zeros(spec.step_v)
 
     # -- whole-layer edits -----------------------------------------------
     def prepare_select(self, rows) -> Callable[[], None]:
@@ -269,14 +314,11 @@ class SlidingWindowLayer(CacheLayer):
             return nothing
         rows = [int(r) for r in rows]
         backend = self._spec.backend
-        names = ["ring_keys", "ring_values"] + (["sink_keys", "sink_values"] if self.sink_tokens else [])
-        taken = {name: backend.take_rows(getattr(self, name), rows) for name in names}
+        keys, values = backend.take_rows(self.ring_keys, rows), backend.take_rows(self.ring_values, rows)
         spec = self._spec.with_batch(len(rows))
 
         def commit() -> None:
-            for name, array in taken.items():
-                setattr(self, name, array)
-            self._spec = spec
+            self.ring_keys, self.ring_values, self._spec = keys, values, spec
 
         return commit
 
@@ -340,15 +382,15 @@ class SlidingWindowLayer(CacheLayer):
         held = min(sinks, end)
         check_saved(keys, values, held + max(0, end - self._first_kept(end)), repr(self))
         spec = Spec.of(keys, values)
-        sink_k, sink_v, ring_k, ring_v = self._allocate(spec)
-        if held:
-            sink_k[..., :held, :] = keys[..., :held, :]
-            sink_v[..., :held, :] = values[..., :held, :]
+        buffers = self._allocate(spec)
         first = self._first_kept(end)
-        if first < end:
-            self._write_ring(ring_k, keys[..., held:, :], first - sinks)
-            self._write_ring(ring_v, values[..., held:, :], first - sinks)
-        self.sink_keys, self.sink_values, self.ring_keys, self.ring_values = sink_k, sink_v, ring_k, ring_v
+        for buffer, saved in zip(buffers, (keys, values)):
+            buffer[..., :held, :] = saved[..., :held, :]
+            self._write(buffer, saved[..., held:, :], first, end)
+            if end - sinks > self.window:  # the sinks go before the window (home holds them too)
+                start = self._shown_start(end)
+                buffer[..., start:start + sinks, :] = saved[..., :sinks, :]
+        self.ring_keys, self.ring_values = buffers
         self._spec, self.length, self.written = spec, end, True
 
     def __repr__(self) -> str:
