@@ -135,7 +135,7 @@ def check_sampling(temperature=0.0, top_k=None, top_p=None, seed=None, num_beams
 
 def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int = 1, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-             stop_token_ids=None, on_step=None) -> Generation:
+             stop_token_ids=None, on_step=None, prompt_lookup: int = 0) -> Generation:
     """Decode up to ``max_new_tokens`` tokens after ``prompt`` (host ints, shape ``(B, T0)``).
 
     ``cache`` is a kind for :func:`make_cache`, or a cache object: empty, or holding a prefix
@@ -150,6 +150,15 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
 
     The model runs on the backend its weights were created on. Each step sends
     ``cache_position=[t]``, as models do.
+
+    ``prompt_lookup=k`` (greedy, one prompt row) drafts up to ``k`` tokens at each step by
+    finding the text's last n-gram (3, 2 or 1 tokens) earlier in it and copying what followed
+    there, checks the draft with one forward of all its tokens, keeps the drafted tokens that
+    greedy decoding agrees with plus the model's own next token, and drops the rest from the
+    cache with :meth:`~lucid.nn.Cache.trim`. The result is greedy decoding's, at fewer forward
+    passes when the answer quotes its prompt (a summary, code edits, "repeat this"). A step
+    whose draft the cache cannot trim back (a sliding window that has started to slide, a
+    quantized layer's codes) drafts nothing.
 
     ``cache="none"`` recomputes the full sequence at every step: the reference the cached
     runs must match. With ``num_beams > 1`` (greedy only, no stop tokens) the prompt is
@@ -172,11 +181,78 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
     >>> s == generate(model, prompt, 4, temperature=0.8, top_p=0.9, seed=7).new_tokens
     True
     """
+    prompt_lookup = check_int(prompt_lookup, "prompt_lookup")
+    if prompt_lookup:
+        return _generate_with_lookup(model, prompt, max_new_tokens, cache, num_beams, temperature, stop_token_ids,
+                                     on_step, prompt_lookup)
     result = None
     for step, result in enumerate(generate_steps(model, prompt, max_new_tokens, cache, num_beams, temperature,
                                                  top_k, top_p, seed, stop_token_ids)):
         if on_step is not None:
             on_step(step + 1)
+    return result
+
+
+def draft_from_context(tokens: list, count: int, max_ngram: int = 3) -> list:
+    """Up to ``count`` tokens that followed the latest earlier occurrence of ``tokens``' last
+    n-gram (the longest of ``max_ngram``, ..., 1 tokens that occurs earlier); ``[]`` if none.
+
+    Examples
+    --------
+    >>> from lucid.generation import draft_from_context
+    >>> draft_from_context([5, 6, 7, 8, 9, 1, 6, 7], 3)
+    [8, 9, 1]
+    """
+    for size in range(min(max_ngram, len(tokens) - 1), 0, -1):
+        tail = tokens[-size:]
+        for start in range(len(tokens) - size - 1, -1, -1):
+            if tokens[start:start + size] == tail:
+                return tokens[start + size:start + size + count]
+    return []
+
+
+def _generate_with_lookup(model, prompt, max_new_tokens, cache, num_beams, temperature, stop_token_ids, on_step,
+                          lookup: int) -> Generation:
+    """:func:`generate` with prompt-lookup drafts (see there)."""
+    prompt = np.asarray(prompt, dtype=np.int64)
+    if prompt.ndim != 2 or prompt.shape[0] != 1 or num_beams != 1 or temperature != 0:
+        raise ValueError("prompt_lookup decodes one prompt row greedily: pass a prompt of shape (1, length), "
+                         f"num_beams=1 and temperature=0 (got shape {prompt.shape}, num_beams={num_beams}, "
+                         f"temperature={temperature})")
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
+    kv = make_cache(cache, model, prompt.shape[1] + max_new_tokens + lookup, 1) if isinstance(cache, str) else cache
+    if kv is None:
+        raise ValueError("prompt_lookup checks its drafts against the cache: cache='none' has none to check with")
+    first = next(generate_steps(model, prompt, 1, kv, stop_token_ids=stop_token_ids))
+    stops = check_sampling(0.0, None, None, None, 1, stop_token_ids)[4]
+    tokens, logits_rows = first.tokens[0].tolist(), list(first.step_logits)
+    done = 1
+    if on_step is not None:
+        on_step(done)
+    while done < max_new_tokens and tokens[-1] not in stops:
+        length = len(tokens)  # the cache holds length - 1 positions: the last token is not in it yet
+        draft = draft_from_context(tokens, min(lookup, max_new_tokens - done - 1))
+        if draft and not kv.can_trim(len(draft), appended=1 + len(draft)):
+            draft = []
+        out = model.forward(np.array([[tokens[-1]] + draft]), cache=kv,
+                            cache_position=list(range(length - 1, length + len(draft))),
+                            logits_to_keep=1 + len(draft)).numpy()[0]
+        chosen = out.argmax(axis=-1)
+        accepted = 0
+        while accepted < len(draft) and draft[accepted] == chosen[accepted] and draft[accepted] not in stops:
+            accepted += 1
+        if accepted < len(draft):
+            kv.trim(len(draft) - accepted)
+        new = draft[:accepted] + [int(chosen[accepted])]
+        tokens += new
+        logits_rows += [out[i:i + 1] for i in range(len(new))]
+        done += len(new)
+        if on_step is not None:
+            on_step(done)
+    prompt_len = prompt.shape[1]
+    result = Generation(tokens=np.array([tokens[:prompt_len + max_new_tokens]]), step_logits=logits_rows)
+    result.new_tokens = [_until_stop(result.tokens[0, prompt_len:].tolist(), stops)]
+    result.cache_bytes = kv.nbytes()
     return result
 
 

@@ -56,3 +56,22 @@ def test_bad_counts_name_the_argument_and_change_nothing(n, error, text):
         cache.trim(n)
     assert_unchanged(before, cache, 1)
     assert not cache.can_trim(6) and cache.can_trim(5)
+
+
+@pytest.mark.parametrize("make", [nn.DynamicKVCache, lambda: nn.StaticKVCache(64, 1), lambda: nn.SlidingWindowKVCache(6, 2),
+                                  lambda: nn.QuantizedKVCache(8, 4, 3), lambda: nn.QuantizedKVCache(8, 4, 0),
+                                  nn.EncoderDecoderCache])
+def test_can_trim_after_an_update_answers_what_trim_then_does(make):
+    """``can_trim(n, appended=a)`` before an update of ``a`` tokens says exactly whether
+    ``trim(n)`` succeeds after it (what speculative decoding needs to know before it drafts)."""
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        cache = make()
+        for _ in range(int(rng.integers(0, 4))):
+            t = int(rng.integers(1, 5))
+            cache.update(lucid.randn(1, 1, t, 4), lucid.randn(1, 1, t, 4), 0)
+        appended = int(rng.integers(1, 6))
+        n = int(rng.integers(1, appended + 3))
+        promised = cache.can_trim(n, appended=appended)
+        cache.update(lucid.randn(1, 1, appended, 4), lucid.randn(1, 1, appended, 4), 0)
+        assert cache.can_trim(n) == promised

@@ -4,6 +4,7 @@ from __future__ import annotations
 import abc
 from typing import Callable
 
+from ...validation import check_int
 from . import persistence
 
 
@@ -297,22 +298,31 @@ class Cache(abc.ABC):
         self._prepare_trim(n)()
         return n
 
-    def can_trim(self, n: int) -> bool:
-        """Whether :meth:`trim` ``(n)`` would succeed.
+    def can_trim(self, n: int, appended: int = 0) -> bool:
+        """Whether :meth:`trim` ``(n)`` would succeed now, or (``appended``) after one more
+        update of that many positions to every layer: what speculative decoding asks before it
+        writes its drafts, since a sliding window that starts to slide or a quantized layer
+        that quantizes during that update can no longer give them back.
 
         Examples
         --------
         >>> import lucid, lucid.nn as nn
         >>> cache = nn.SlidingWindowKVCache(window=4)
         >>> _ = cache.update(lucid.randn(1, 1, 3, 2), lucid.randn(1, 1, 3, 2), 0)
-        >>> cache.can_trim(3), cache.can_trim(4)
-        (True, False)
+        >>> cache.can_trim(3), cache.can_trim(4), cache.can_trim(1, appended=1), cache.can_trim(1, appended=2)
+        (True, False, True, False)
         """
-        try:
-            self._prepare_trim(n)
-        except ValueError:
-            return False
-        return True
+        if not appended:
+            try:
+                self._prepare_trim(n)
+            except ValueError:
+                return False
+            return True
+        return self._trimmable(check_int(appended, "appended")) >= check_int(n, "n")
+
+    @abc.abstractmethod
+    def _trimmable(self, appended: int) -> int:
+        """The most positions :meth:`trim` could drop after one more update of ``appended``."""
 
     def save(self, path) -> None:
         """Write the cache to ``path``: one safetensors file, written atomically (a crash

@@ -360,19 +360,20 @@ class CacheLayer(abc.ABC):
     def prepare_crop(self, max_length: int) -> Callable[[], None]:
         """Prepare to keep the latest ``max_length`` positions; return the commit."""
 
-    def trimmable(self) -> int:
-        """How many of the last positions :meth:`prepare_trim` can drop: all of them here; a
-        layer kind that no longer holds some of what came before them says less.
+    def trimmable(self, appended: int = 0) -> int:
+        """How many of the last positions :meth:`prepare_trim` can drop, now or (``appended``)
+        after one more update of that many positions: all of them here; a layer kind that no
+        longer holds some of what came before them says less.
 
         Examples
         --------
         >>> import lucid, lucid.nn as nn
         >>> layer = nn.DynamicLayer()
         >>> _ = layer.update(lucid.randn(1, 1, 5, 2), lucid.randn(1, 1, 5, 2))
-        >>> layer.trimmable()
-        5
+        >>> layer.trimmable(), layer.trimmable(appended=3)
+        (5, 8)
         """
-        return self.length if self.written else 0
+        return (self.length if self.written else 0) + appended
 
     def prepare_trim(self, count: int) -> Callable[[], None]:
         """Prepare to drop the last ``count`` positions (at most :meth:`trimmable`); the others

@@ -174,6 +174,9 @@ class EncoderDecoderCache(Cache):
         """
         return self.self_attention_cache._prepare_trim(n)
 
+    def _trimmable(self, appended: int) -> int:
+        return self.self_attention_cache._trimmable(appended)
+
     def state(self) -> tuple[dict, dict]:
         """``(settings, arrays)`` of both caches, under ``"self"`` and ``"cross"``.
 

@@ -334,6 +334,10 @@ class KVCache(Cache):
                                  f"{layer.trimmable()} positions; check can_trim(n) first")
         return commit_all([layer.prepare_trim(n) for layer in self._written()])
 
+    def _trimmable(self, appended: int) -> int:
+        # Every layer gets the update (a cache still growing: as its prototype would).
+        return min(layer.trimmable(appended) for layer in (self.layers or [self.prototype]))
+
     def reset(self) -> None:
         # Each layer's policy decides what it keeps (a static layer keeps its buffers).
         for layer in self.layers:

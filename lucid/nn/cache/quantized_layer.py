@@ -296,29 +296,32 @@ class QuantizedLayer(CacheLayer):
 
         return commit
 
-    def trimmable(self) -> int:
+    def trimmable(self, appended: int = 0) -> int:
         """Positions that drop exactly while the last ``min(length, residual_length)`` stay in
         full precision: every position while none is quantized, else the residual's positions
         past ``residual_length`` (up to ``residual_length - 1`` of them; none right after a
         quantization). Positions already in codes never come back to full precision.
+        ``appended``: the same after one more update of that many positions (none if that
+        update quantizes).
 
         Examples
         --------
         >>> import lucid, lucid.nn as nn
         >>> layer = nn.QuantizedLayer(bits=8, group_size=4, residual_length=2)
         >>> _ = layer.update(lucid.randn(1, 1, 3, 4), lucid.randn(1, 1, 3, 4))
-        >>> layer.trimmable()
-        3
+        >>> layer.trimmable(), layer.trimmable(appended=1)  # 3 + 1 held: that update quantizes
+        (3, 0)
         >>> _ = layer.update(lucid.randn(1, 1, 1, 4), lucid.randn(1, 1, 1, 4))  # quantizes 2
         >>> _ = layer.update(lucid.randn(1, 1, 1, 4), lucid.randn(1, 1, 1, 4))
         >>> layer.quantized_length, layer.trimmable()
         (2, 1)
         """
-        if not self.written:
+        held, quantized = (self.residual_length_held, self.quantized_length) if self.written else (0, 0)
+        if appended and held + appended >= 2 * self.residual_length:
             return 0
-        if not self.quantized_length:
-            return self.length
-        return max(0, self.residual_length_held - self.residual_length)
+        if not quantized:
+            return (self.length if self.written else 0) + appended
+        return max(0, held + appended - self.residual_length)
 
     def prepare_trim(self, count: int) -> Callable[[], None]:
         """Prepare to drop the last ``count`` positions (at most :meth:`trimmable`, all in full

@@ -341,25 +341,21 @@ class SlidingWindowLayer(CacheLayer):
             "cropped to max_length >= its length (a no-op). Use reset() to start over"
         )
 
-    def trimmable(self) -> int:
+    def trimmable(self, appended: int = 0) -> int:
         """Every position while none has left the window (``length <= window + sink_tokens``),
         else none: the positions before the last ``window`` are gone, and after a trim the
-        window would need them.
+        window would need them. ``appended``: the same after one more update of that many.
 
         Examples
         --------
         >>> import lucid, lucid.nn as nn
         >>> layer = nn.SlidingWindowLayer(window=4)
         >>> _ = layer.update(lucid.randn(1, 1, 3, 2), lucid.randn(1, 1, 3, 2))
-        >>> layer.trimmable()
-        3
-        >>> _ = layer.update(lucid.randn(1, 1, 2, 2), lucid.randn(1, 1, 2, 2))
-        >>> layer.trimmable()
-        0
+        >>> layer.trimmable(), layer.trimmable(appended=1), layer.trimmable(appended=2)
+        (3, 4, 0)
         """
-        if not self.written or self.length > self.window + self.sink_tokens:
-            return 0
-        return self.length
+        total = (self.length if self.written else 0) + appended
+        return total if total <= self.window + self.sink_tokens else 0
 
     def arguments(self) -> dict:
         """``{"window": ..., "sink_tokens": ...}``.
