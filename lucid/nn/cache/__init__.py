@@ -7,6 +7,7 @@ from .encoder_decoder import EncoderDecoderCache
 from .hybrid import HybridKVCache
 from .kv_cache import KVCache
 from .kv_layer import KVLayer
+from .paged import PagedKVCache
 from .quantized import QuantizedKVCache
 from .quantized_layer import QuantizedLayer
 from .sliding_window import SlidingWindowKVCache
@@ -15,5 +16,5 @@ from .static import StaticKVCache
 from .static_layer import StaticLayer
 
 __all__ = ["Cache", "CacheLayer", "DynamicKVCache", "DynamicLayer", "EncoderDecoderCache", "HybridKVCache",
-           "KVCache", "KVLayer", "QuantizedKVCache", "QuantizedLayer", "SlidingWindowKVCache",
+           "KVCache", "KVLayer", "PagedKVCache", "QuantizedKVCache", "QuantizedLayer", "SlidingWindowKVCache",
            "SlidingWindowLayer", "StaticKVCache", "StaticLayer", "load_cache"]

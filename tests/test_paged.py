@@ -1,0 +1,137 @@
+"""PagedKVCache: block tables over one pool, copy-on-write forks; exact against a DynamicKVCache
+driven through the same operations, and a write that does not fit changes nothing."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lucid
+import lucid.nn as nn
+from lucid.generation import generate
+from lucid.models import LlamaConfig, LlamaModel
+
+MODEL = LlamaModel.random(LlamaConfig(num_layers=2))
+
+
+def same(paged: nn.PagedKVCache, reference: nn.DynamicKVCache, layers: int = 2) -> None:
+    assert paged.batch_size() == reference.batch_size()
+    for layer in range(layers):
+        got, want = paged.get(layer), reference.get(layer)
+        assert (got is None) == (want is None)
+        if want is not None:
+            np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+            np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+        assert paged.get_seq_length(layer) == reference.get_seq_length(layer)
+
+
+def live_blocks(cache: nn.PagedKVCache) -> int:
+    return len({block for table in cache.tables.values() for block in table})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_random_operations_match_a_dynamic_cache(data):
+    block_size = data.draw(st.sampled_from([1, 2, 4, 8]))
+    paged, reference = nn.PagedKVCache(num_blocks=256, block_size=block_size), nn.DynamicKVCache()
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    rows = data.draw(st.integers(1, 3))
+    for _ in range(data.draw(st.integers(1, 12))):
+        op = data.draw(st.sampled_from(["update", "update", "select", "repeat", "trim"]))
+        batch = reference.batch_size() or rows
+        if op == "update":
+            count = data.draw(st.integers(1, 9))
+            for layer in range(2):
+                k = lucid.Tensor(rng.standard_normal((batch, 2, count, 4)).astype(np.float32))
+                v = lucid.Tensor(rng.standard_normal((batch, 2, count, 4)).astype(np.float32))
+                got, want = paged.update(k, v, layer), reference.update(k, v, layer)
+                np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+        elif op == "select" and reference.batch_size():
+            picks = data.draw(st.lists(st.integers(0, batch - 1), min_size=1, max_size=4))
+            paged.batch_select_indices(picks)
+            reference.batch_select_indices(picks)
+        elif op == "repeat" and reference.batch_size() and batch < 6:
+            paged.batch_repeat_interleave(2)
+            reference.batch_repeat_interleave(2)
+        elif op == "trim" and reference.batch_size():
+            n = data.draw(st.integers(0, reference.get_seq_length(0)))
+            assert paged.can_trim(n) and paged.trim(n) == reference.trim(n)
+        same(paged, reference)
+        assert paged.blocks_used() == live_blocks(paged)  # every held block is in some table, and no other
+        length = reference.get_seq_length(0)
+        assert paged.blocks_used() <= len(paged.batch) * -(-length // block_size)  # forks share
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"num_beams": 3}, {"stop_token_ids": "second"}])
+def test_generation_matches_the_dynamic_cache(kwargs):
+    prompt = np.random.default_rng(0).integers(0, 256, size=(2, 9))
+    plain = generate(MODEL, prompt, 12)
+    if kwargs.get("stop_token_ids") == "second":  # one row stops early: the cache keeps the other
+        kwargs = {"stop_token_ids": [int(plain.tokens[0, 12])]}
+    reference = generate(MODEL, prompt, 12, **kwargs)
+    paged = generate(MODEL, prompt, 12, cache=nn.PagedKVCache(num_blocks=64, block_size=4), **kwargs)
+    np.testing.assert_array_equal(paged.tokens, reference.tokens)
+    assert paged.new_tokens == reference.new_tokens
+
+
+def test_forks_copy_only_the_block_they_write():
+    cache = nn.PagedKVCache(num_blocks=16, block_size=4)
+    cache.update(lucid.randn(1, 2, 10, 4), lucid.randn(1, 2, 10, 4), 0)  # 3 blocks, the last one half full
+    original = cache.get(0)[0].numpy().copy()
+    twin = cache.fork(0)
+    assert cache.blocks_used() == 3 and cache.tables[twin] == cache.tables[0]
+    cache.batch = [twin]
+    cache.update(lucid.randn(1, 2, 1, 4), lucid.randn(1, 2, 1, 4), 0)
+    assert cache.blocks_used() == 4 and cache.tables[twin][:2] == cache.tables[0][:2]
+    cache.batch = [0]
+    np.testing.assert_array_equal(cache.get(0)[0].numpy(), original)  # the original never changed
+    cache.remove_sequence(twin)
+    assert cache.blocks_used() == 3
+
+
+def test_a_write_past_the_pool_is_a_value_error_that_changes_nothing():
+    cache = nn.PagedKVCache(num_blocks=3, block_size=4)
+    cache.update(lucid.randn(2, 1, 4, 2), lucid.randn(2, 1, 4, 2), 0)
+    before = (cache.get(0)[0].numpy().copy(), dict(cache.tables), cache.blocks_used())
+    with pytest.raises(ValueError, match="num_blocks=3"):
+        cache.update(lucid.randn(2, 1, 1, 2), lucid.randn(2, 1, 1, 2), 0)  # needs 2 more blocks, 1 free
+    np.testing.assert_array_equal(cache.get(0)[0].numpy(), before[0])
+    assert cache.tables == before[1] and cache.blocks_used() == before[2] and cache.get_seq_length(0) == 4
+
+
+def test_memory_follows_the_live_tokens_under_churn():
+    """Sequences of random lengths arrive and leave; the blocks held never exceed what their
+    positions fill, and all come back."""
+    rng = np.random.default_rng(1)
+    cache = nn.PagedKVCache(num_blocks=2000, block_size=16)
+    live = []
+    for _ in range(60):
+        if live and rng.random() < 0.4:
+            cache.remove_sequence(live.pop(int(rng.integers(len(live)))))
+        seq = cache.add_sequence()
+        cache.batch = [seq]
+        length = int(rng.integers(16, 300))
+        cache.update(lucid.zeros(1, 1, length, 2), lucid.zeros(1, 1, length, 2), 0)
+        live.append(seq)
+        needed = sum(-(-cache.lengths[s][0] // 16) for s in live)
+        assert cache.blocks_used() == needed
+        held = sum(cache.lengths[s][0] for s in live)
+        assert cache.blocks_used() * 16 <= held + 16 * len(live)  # at most one part-filled block each
+    for seq in live:
+        cache.remove_sequence(seq)
+    assert cache.blocks_used() == 0
+
+
+def test_bad_arguments_and_save_load(tmp_path):
+    with pytest.raises(ValueError, match="num_blocks"):
+        nn.PagedKVCache(0)
+    cache = nn.PagedKVCache(num_blocks=8, block_size=2)
+    cache.update(lucid.randn(2, 1, 3, 2), lucid.randn(2, 1, 3, 2), 0)
+    with pytest.raises(ValueError, match="seq must be the id"):
+        cache.fork(7)
+    with pytest.raises(ValueError, match="renumber"):
+        cache.crop(1)
+    with pytest.raises(ValueError, match="2 sequences; the update has 3 rows"):
+        cache.update(lucid.randn(3, 1, 1, 2), lucid.randn(3, 1, 1, 2), 0)
+    cache.save(tmp_path / "paged")
+    loaded = nn.load_cache(tmp_path / "paged")
+    np.testing.assert_array_equal(loaded.get(0)[0].numpy(), cache.get(0)[0].numpy())
+    assert loaded.tables == cache.tables and loaded.blocks_used() == cache.blocks_used()
