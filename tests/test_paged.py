@@ -135,3 +135,61 @@ def test_bad_arguments_and_save_load(tmp_path):
     loaded = nn.load_cache(tmp_path / "paged")
     np.testing.assert_array_equal(loaded.get(0)[0].numpy(), cache.get(0)[0].numpy())
     assert loaded.tables == cache.tables and loaded.blocks_used() == cache.blocks_used()
+
+
+def test_requests_sharing_a_prompt_prefix_share_its_blocks():
+    rng = np.random.default_rng(3)
+    system = rng.integers(0, 256, size=40)
+    cache = nn.PagedKVCache(num_blocks=64, block_size=8)
+    answers = []
+    for question in ([1, 2, 3], [9, 8, 7, 6]):
+        prompt = np.concatenate([system, question])
+        cache.batch = []
+        seq = cache.add_sequence(tokens=prompt)
+        held = cache.get_seq_length(0)
+        out = generate(MODEL, prompt[None, :], 6, cache=cache)
+        np.testing.assert_array_equal(out.tokens, generate(MODEL, prompt[None, :], 6).tokens)
+        answers.append((seq, held))
+    assert [held for _, held in answers] == [0, 40]  # the second request started on 5 cached blocks
+    first, second = answers[0][0], answers[1][0]
+    assert cache.tables[first][:5] == cache.tables[second][:5]
+
+
+def test_cached_blocks_outlive_their_sequence_until_the_memory_is_needed():
+    cache = nn.PagedKVCache(num_blocks=6, block_size=4)
+    prompt = list(range(13))
+    seq = cache.add_sequence(tokens=prompt)
+    cache.update(lucid.randn(1, 1, 13, 2), lucid.randn(1, 1, 13, 2), 0)
+    kept = cache.get(0)[0].numpy()[..., :12, :].copy()
+    cache.remove_sequence(seq)
+    assert cache.blocks_used() == 0  # free for anyone, yet still registered
+    again = cache.add_sequence(tokens=prompt)
+    assert cache.get_seq_length(0) == 12
+    np.testing.assert_array_equal(cache.get(0)[0].numpy(), kept)
+    cache.remove_sequence(again)
+    other = cache.add_sequence()
+    cache.batch = [other]
+    cache.update(lucid.randn(1, 1, 24, 2), lucid.randn(1, 1, 24, 2), 0)  # needs every block: evicts the cached ones
+    cache.remove_sequence(other)
+    cache.add_sequence(tokens=prompt)
+    assert cache.get_seq_length(0) == 0  # the prefix is gone with its blocks
+
+
+def test_a_trimmed_sequence_never_changes_a_registered_block():
+    cache = nn.PagedKVCache(num_blocks=16, block_size=4)
+    prompt = list(range(9))
+    seq = cache.add_sequence(tokens=prompt)
+    cache.update(lucid.randn(1, 1, 9, 2), lucid.randn(1, 1, 9, 2), 0)
+    registered = cache.get(0)[0].numpy()[..., :8, :].copy()
+    cache.batch = []
+    probe = cache.add_sequence(tokens=prompt)  # adding a sequence registers the others' prompt blocks
+    assert cache.get_seq_length(0) == 8
+    cache.remove_sequence(probe)
+    cache.batch = [seq]
+    cache.trim(6)  # back into the second (registered) block
+    cache.update(lucid.randn(1, 1, 6, 2), lucid.randn(1, 1, 6, 2), 0)  # new text over it: written to a copy
+    cache.batch = []
+    cache.add_sequence(tokens=prompt)
+    assert cache.get_seq_length(0) == 8
+    np.testing.assert_array_equal(cache.get(0)[0].numpy(), registered)
+    assert seq in cache.tables

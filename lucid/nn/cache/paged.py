@@ -2,11 +2,14 @@
 copy-on-write."""
 from __future__ import annotations
 
+import array
+import collections
+import hashlib
 from typing import Callable
 
 from ...tensor import Tensor
 from ...validation import check_int
-from .arguments import check_append, parse_batch_indices, repeat_indices
+from .arguments import check_append, host_integers, parse_batch_indices, repeat_indices
 from .base import Cache
 from .cache_layer import Spec, as_arrays, check_pair, check_saved
 
@@ -30,6 +33,14 @@ class PagedKVCache(Cache):
     gathered from the blocks, ``(B, ..., length, D)``. The rows of a batch hold the same
     number of positions; writes are appends. A write that needs more blocks than are free is
     a ``ValueError`` naming ``num_blocks``, and changes nothing.
+
+    Prefix caching (vLLM's scheme): a sequence added with its prompt's ids
+    (``add_sequence(tokens)``) registers each block its prompt fills, under a hash of every
+    token up to the block's end (between forward passes, when every layer has written it:
+    as the next sequence is added, or as it leaves); a later sequence added with
+    the same leading tokens starts on those blocks (``get_seq_length`` says how many positions
+    it holds; the caller prefills the rest). Blocks no sequence holds stay registered until
+    their memory is needed, the least recently released first.
 
     Parameters
     ----------
@@ -62,23 +73,72 @@ class PagedKVCache(Cache):
         self.batch: list[int] = []  # the sequences update() writes, in row order
         self._refs = [0] * self.num_blocks
         self._free = list(range(self.num_blocks - 1, -1, -1))  # popped from the end: block 0 first
+        self._cached: collections.OrderedDict[int, None] = collections.OrderedDict()  # unheld, registered: LRU
+        self._hash_of: dict[int, str] = {}  # registered block -> the hash of every token up to its end
+        self._block_of: dict[str, int] = {}
+        self._tokens: dict[int, list] = {}  # sequence -> the prompt ids it was added with
         self._next = 0
 
     # -- sequences ---------------------------------------------------------
-    def add_sequence(self) -> int:
-        """A new, empty sequence, appended to :attr:`batch`; its id.
+    def add_sequence(self, tokens=None) -> int:
+        """A new sequence, appended to :attr:`batch`; its id. With ``tokens`` (the prompt's ids)
+        it starts on the registered blocks of its longest cached prefix (leaving at least one
+        token to prefill), and registers its own prompt blocks once written.
 
         Examples
         --------
-        >>> import lucid.nn as nn
-        >>> cache = nn.PagedKVCache(4)
-        >>> cache.add_sequence(), cache.add_sequence(), cache.batch
-        (0, 1, [0, 1])
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.PagedKVCache(8, block_size=2)
+        >>> first = cache.add_sequence(tokens=[5, 6, 7, 8, 9])
+        >>> _ = cache.update(lucid.randn(1, 1, 5, 4), lucid.randn(1, 1, 5, 4), 0)
+        >>> cache.batch = []
+        >>> second = cache.add_sequence(tokens=[5, 6, 7, 8, 1, 2])
+        >>> cache.get_seq_length(0), cache.tables[second] == cache.tables[first][:2]
+        (4, True)
         """
+        if tokens is not None:
+            # Between forward passes every layer has written what the sequences hold: the time
+            # to register their prompt blocks (mid-pass, later layers would still write them).
+            self._register(list(self.tables))
         seq = self._new_id()
         self.tables[seq], self.lengths[seq] = [], []
+        if tokens is not None:
+            ids = host_integers(tokens, "tokens")
+            if ids.ndim != 1:
+                raise ValueError(f"tokens must be a 1-D sequence of ids, got shape {tuple(ids.shape)}")
+            self._tokens[seq] = [int(t) for t in ids]
+            for digest in self._digests(self._tokens[seq])[:(len(ids) - 1) // self.block_size]:
+                block = self._block_of.get(digest)
+                if block is None:
+                    break
+                self._cached.pop(block, None)
+                self._refs[block] += 1
+                self.tables[seq].append(block)
+            held = len(self.tables[seq]) * self.block_size
+            self.lengths[seq] = [held] * len(self.pools) if held else []
         self.batch.append(seq)
         return seq
+
+    def _digests(self, tokens: list) -> list:
+        """The hash of every token up to the end of each whole block of ``tokens``."""
+        digest, out = hashlib.sha256(f"lucid-paged/{self.block_size}".encode()), []
+        for start in range(0, len(tokens) - self.block_size + 1, self.block_size):
+            digest.update(array.array("q", tokens[start:start + self.block_size]).tobytes())
+            out.append(digest.hexdigest())
+        return out
+
+    def _register(self, seqs: list) -> None:
+        """Register the prompt blocks of ``seqs`` that every layer has filled (called between
+        forward passes: when a sequence is added with its tokens, and when one leaves)."""
+        for seq in seqs:
+            tokens = self._tokens.get(seq)
+            if not tokens or not self.lengths[seq]:
+                continue
+            written = min(self.lengths[seq]) if len(self.lengths[seq]) == len(self.pools) else 0
+            full = min(written, len(tokens)) // self.block_size
+            for block, digest in zip(self.tables[seq][:full], self._digests(tokens[:full * self.block_size])):
+                if block not in self._hash_of and digest not in self._block_of:
+                    self._hash_of[block], self._block_of[digest] = digest, block
 
     def fork(self, seq: int) -> int:
         """A new sequence holding ``seq``'s positions on the same blocks (nothing copied),
@@ -111,8 +171,7 @@ class PagedKVCache(Cache):
         (0, [])
         """
         self._check_seq(seq, "seq")
-        self._release(self.tables.pop(seq))
-        del self.lengths[seq]
+        self._forget(seq)
         self.batch = [s for s in self.batch if s != seq]
 
     def blocks_used(self) -> int:
@@ -124,7 +183,7 @@ class PagedKVCache(Cache):
         >>> nn.PagedKVCache(4).blocks_used()
         0
         """
-        return self.num_blocks - len(self._free)
+        return self.num_blocks - len(self._free) - len(self._cached)
 
     def _new_id(self) -> int:
         self._next += 1
@@ -137,14 +196,25 @@ class PagedKVCache(Cache):
     def _share(self, twin: int, seq: int) -> None:
         self.tables[twin] = list(self.tables[seq])
         self.lengths[twin] = list(self.lengths[seq])
+        if seq in self._tokens:
+            self._tokens[twin] = list(self._tokens[seq])
         for block in self.tables[twin]:
             self._refs[block] += 1
+
+    def _forget(self, seq: int) -> None:
+        self._register([seq])
+        self._release(self.tables.pop(seq))
+        del self.lengths[seq]
+        self._tokens.pop(seq, None)
 
     def _release(self, blocks: list) -> None:
         for block in blocks:
             self._refs[block] -= 1
             if not self._refs[block]:
-                self._free.append(block)
+                if block in self._hash_of:  # kept for a later prefix until its memory is needed
+                    self._cached[block] = None
+                else:
+                    self._free.append(block)
 
     # -- reading -----------------------------------------------------------
     def _length(self, seq: int, layer_idx: int) -> int:
@@ -295,15 +365,15 @@ class PagedKVCache(Cache):
         """Each sequence's table after a write of ``[start, end)`` with the copy-on-write copies
         it needs (``seq -> (table, [(old, new)])``), and the free blocks that takes; a
         ``ValueError`` naming ``num_blocks`` when there are too few."""
-        free, taken, plan = list(self._free), [], {}
+        free, cached, taken, plan = list(self._free), list(self._cached), [], {}
         sharers = {}  # a block shared within this batch: every sharer but the last copies it
 
         def take() -> int:
-            if not free:
+            if not free and not cached:
                 raise ValueError(f"num_blocks={self.num_blocks}: this write needs more blocks than the "
-                                 f"{len(self._free)} free ({self.block_size} positions each); remove or trim "
-                                 "sequences, or create the cache with more blocks")
-            taken.append(free.pop())
+                                 f"{len(self._free) + len(self._cached)} free ({self.block_size} positions each); "
+                                 "remove or trim sequences, or create the cache with more blocks")
+            taken.append(free.pop() if free else cached.pop(0))  # a cached prefix block last, oldest first
             return taken[-1]
 
         for seq in batch:
@@ -313,7 +383,8 @@ class PagedKVCache(Cache):
                     table.append(take())
                     continue
                 block = table[index]
-                if self._refs[block] - sharers.get(block, 0) > 1:  # someone else holds it: write a copy
+                # Someone else holds it, or it is registered under its prefix's hash: write a copy.
+                if self._refs[block] - sharers.get(block, 0) > 1 or block in self._hash_of:
                     sharers[block] = sharers.get(block, 0) + 1
                     table[index] = take()
                     copies.append((block, table[index]))
@@ -354,6 +425,9 @@ class PagedKVCache(Cache):
         self.pools[layer_idx] = pools
         taken_set = set(taken)
         self._free = [block for block in self._free if block not in taken_set]
+        for block in taken_set & set(self._cached):  # evicted from the prefix cache
+            del self._cached[block]
+            del self._block_of[self._hash_of.pop(block)]
         for seq in batch:
             table, copies = plan[seq]
             if seq not in self.tables:
@@ -386,8 +460,7 @@ class PagedKVCache(Cache):
                 seen.add(seq)
                 chosen.append(seq)
             for seq in [s for s in self.batch if s not in seen]:
-                self._release(self.tables.pop(seq))
-                del self.lengths[seq]
+                self._forget(seq)
             self.batch = chosen
 
         return commit
@@ -417,6 +490,8 @@ class PagedKVCache(Cache):
         def commit() -> None:
             for seq in self.batch:
                 self.lengths[seq] = [length - n for length in self.lengths[seq]]
+                if seq in self._tokens:  # what follows is no longer the prompt's
+                    del self._tokens[seq][max(self.lengths[seq]):]
                 keep = -(-max(self.lengths[seq]) // self.block_size)
                 self._release(self.tables[seq][keep:])
                 del self.tables[seq][keep:]
@@ -492,7 +567,7 @@ class PagedKVCache(Cache):
             cache.tables[int(seq)], cache.lengths[int(seq)] = list(table), list(settings["lengths"][seq])
             for block in table:
                 cache._refs[block] += 1
-        cache._free = [b for b in range(cache.num_blocks - 1, -1, -1) if not cache._refs[b]]
+        cache._free = [b for b in range(cache.num_blocks - 1, -1, -1) if not cache._refs[b]]  # (no prefix registry)
         cache.batch = [int(s) for s in settings["batch"]]
         cache._next = max(cache.tables, default=-1) + 1
         return cache
