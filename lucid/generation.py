@@ -25,7 +25,7 @@ class Generation:
     new_tokens: list = field(default_factory=list)  # per row: its new ids, up to and including a stop token
 
 
-CACHE_KINDS = ("dynamic", "static", "sliding", "quantized-8", "quantized-4", "hybrid", "none")
+CACHE_KINDS = ("dynamic", "static", "sliding", "quantized-8", "quantized-4", "hybrid", "paged", "none")
 
 
 def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None):
@@ -37,7 +37,8 @@ def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None
     ``sliding`` gives every layer the model's sliding window; ``hybrid`` gives each layer the
     kind its attention needs (a sliding window for ``"sliding"`` layers, a dynamic layer for
     ``"full"`` ones); ``quantized-8``/``quantized-4`` quantize every layer (groups of the whole
-    head dimension up to 64, the last 32 positions in full precision).
+    head dimension up to 64, the last 32 positions in full precision); ``paged`` is a
+    :class:`~lucid.nn.PagedKVCache` with blocks of 16 for every row.
 
     Examples
     --------
@@ -65,6 +66,9 @@ def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None
             nn.SlidingWindowLayer(c.sliding_window, c.sink_tokens) if c.layer_type(i) == "sliding" else nn.DynamicLayer()
             for i in range(c.num_layers)
         ])
+    if kind == "paged":  # blocks of 16 for every row's positions, and one more per row for copy-on-write
+        rows = max_batch_size or 1
+        return nn.PagedKVCache(num_blocks=rows * (-(-max_len // 16) + 1), block_size=16)
     if kind == "none":
         return None
     raise ValueError(f"cache must be one of {', '.join(CACHE_KINDS)}; got {kind!r}")
@@ -142,6 +146,12 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
     of the prompt shorter than it (e.g. fetched from a :class:`~lucid.nn.PrefixStore`, or an
     earlier turn of a chat), in which case only the rest of the prompt is prefilled.
 
+    ``prompt`` may also be a list of prompts of different lengths: each is prefilled alone
+    into one :class:`~lucid.nn.PagedKVCache` (``cache`` ``"dynamic"``, ``"paged"`` or an empty
+    paged cache; prompts that share leading blocks share them), then all decode together, each
+    row at its own position; every row's tokens are the ones its prompt alone gives (greedy).
+    ``out.tokens`` is then a list of each row's ids.
+
     ``temperature=0`` (the default) picks the most likely token, exactly; above 0 the token is
     drawn by :func:`sample` with ``top_k``/``top_p`` from ``numpy.random.default_rng(seed)``.
     A row stops after it emits one of ``stop_token_ids`` (e.g. the tokenizer's
@@ -182,6 +192,9 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
     True
     """
     prompt_lookup = check_int(prompt_lookup, "prompt_lookup")
+    if _ragged(prompt):
+        return _generate_ragged(model, prompt, max_new_tokens, cache, num_beams, temperature, top_k, top_p, seed,
+                                stop_token_ids, on_step, prompt_lookup)
     if prompt_lookup:
         return _generate_with_lookup(model, prompt, max_new_tokens, cache, num_beams, temperature, stop_token_ids,
                                      on_step, prompt_lookup)
@@ -190,6 +203,66 @@ def generate(model, prompt, max_new_tokens: int, cache="dynamic", num_beams: int
                                                  top_k, top_p, seed, stop_token_ids)):
         if on_step is not None:
             on_step(step + 1)
+    return result
+
+
+def _ragged(prompt) -> bool:
+    """Whether ``prompt`` is a list of id sequences of different lengths."""
+    if not isinstance(prompt, (list, tuple)) or not prompt or not all(hasattr(row, "__len__") for row in prompt):
+        return False
+    return len({len(row) for row in prompt}) > 1
+
+
+def _generate_ragged(model, prompts, max_new_tokens, cache, num_beams, temperature, top_k, top_p, seed,
+                     stop_token_ids, on_step, prompt_lookup) -> Generation:
+    """:func:`generate` for prompts of different lengths, on a paged cache (see there)."""
+    prompts = [np.asarray(row, dtype=np.int64) for row in prompts]
+    if any(row.ndim != 1 or not len(row) for row in prompts):
+        raise ValueError("prompt must be ids of shape (batch, length >= 1), or a list of 1-D id sequences")
+    if num_beams != 1 or prompt_lookup:
+        raise ValueError("prompts of different lengths decode with num_beams=1 and prompt_lookup=0 "
+                         f"(got num_beams={num_beams}, prompt_lookup={prompt_lookup})")
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
+    temperature, top_k, top_p, seed, stops = check_sampling(temperature, top_k, top_p, seed, 1, stop_token_ids)
+    if isinstance(cache, str) and cache in ("dynamic", "paged"):
+        blocks = sum(-(-(len(row) + max_new_tokens) // 16) for row in prompts)
+        cache = nn.PagedKVCache(num_blocks=blocks + len(prompts), block_size=16)
+    if not isinstance(cache, nn.PagedKVCache) or cache.tables:
+        raise ValueError("prompts of different lengths need an empty nn.PagedKVCache (cache='paged'), whose "
+                         f"rows keep lengths of their own; got cache={cache!r}")
+    rng = np.random.default_rng(seed)
+    pick = (lambda logits: logits.argmax(axis=-1)) if temperature == 0 else (
+        lambda logits: sample(logits, rng, temperature, top_k, top_p))
+    tokens, sequences, result = [row.tolist() for row in prompts], [], Generation(tokens=[])
+    first = []
+    for row in prompts:  # each prompt prefilled alone (a prefix another row registered is reused)
+        cache.batch = []
+        seq = cache.add_sequence(tokens=row)
+        done = cache.get_seq_length(0)
+        out = model.forward(row[None, done:], cache=cache, cache_position=list(range(done, len(row))), logits_to_keep=1)
+        first.append(out[:, 0, ...].numpy())
+        sequences.append(seq)
+    logits = np.concatenate(first)
+    running = list(range(len(prompts)))
+    for step in range(max_new_tokens):
+        chosen = pick(logits)
+        for row, token in zip(running, chosen):
+            tokens[row].append(int(token))
+        result.step_logits.append(logits)
+        if on_step is not None:
+            on_step(step + 1)
+        for row in [r for r, token in zip(running, chosen) if int(token) in stops]:
+            cache.remove_sequence(sequences[row])
+            running.remove(row)
+        if not running or step == max_new_tokens - 1:
+            break
+        cache.batch = [sequences[row] for row in running]
+        out = model.forward(np.array([[tokens[row][-1]] for row in running]), cache=cache,
+                            cache_position=[[len(tokens[row]) - 1] for row in running], logits_to_keep=1)
+        logits = out[:, 0, ...].numpy()
+    result.tokens = [np.array(row) for row in tokens]
+    result.new_tokens = [_until_stop(row[len(prompt):], stops) for row, prompt in zip(tokens, prompts)]
+    result.cache_bytes = cache.nbytes()
     return result
 
 

@@ -193,3 +193,30 @@ def test_a_trimmed_sequence_never_changes_a_registered_block():
     assert cache.get_seq_length(0) == 8
     np.testing.assert_array_equal(cache.get(0)[0].numpy(), registered)
     assert seq in cache.tables
+
+
+def test_prompts_of_different_lengths_decode_together_as_each_would_alone():
+    rng = np.random.default_rng(5)
+    system = rng.integers(0, 256, size=32).tolist()
+    prompts = [rng.integers(0, 256, size=n).tolist() for n in (3, 17, 9)] + [system + [1, 2], system + [7]]
+    alone = [generate(MODEL, [prompt], 12).tokens[0] for prompt in prompts]
+    stop = int(alone[1][len(prompts[1]) + 4])  # row 1 stops early; the others go on
+    together = generate(MODEL, prompts, 12, stop_token_ids=[stop])
+    for row, prompt in enumerate(prompts):
+        expected = generate(MODEL, [prompt], 12, stop_token_ids=[stop]).new_tokens[0]
+        assert together.new_tokens[row] == expected
+        np.testing.assert_array_equal(together.tokens[row][:len(prompt) + len(expected)],
+                                      alone[row][:len(prompt) + len(expected)])
+    cache = nn.PagedKVCache(num_blocks=64, block_size=16)
+    generate(MODEL, prompts, 4, cache=cache)
+    assert cache.tables[3][:2] == cache.tables[4][:2]  # the shared system prompt's blocks, held once
+    with pytest.raises(ValueError, match="PagedKVCache"):
+        generate(MODEL, prompts, 4, cache="static")
+    with pytest.raises(ValueError, match="num_beams=1"):
+        generate(MODEL, prompts, 4, num_beams=2)
+
+
+def test_paged_is_a_cache_kind_for_generate():
+    prompt = np.random.default_rng(6).integers(0, 256, size=(3, 7))
+    np.testing.assert_array_equal(generate(MODEL, prompt, 9, cache="paged", num_beams=2).tokens,
+                                  generate(MODEL, prompt, 9, num_beams=2).tokens)

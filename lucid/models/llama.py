@@ -209,10 +209,13 @@ class LlamaModel:
         start = cache.get_seq_length(0) if cache is not None else 0
         host_positions = np.arange(start, start + length) if cache_position is None else np.asarray(cache_position)
         positions = Tensor.wrap(backend.from_host(host_positions.astype(np.int64)), backend)
-        angles = xp.reshape(xp.astype(positions.array, xp.float32), (-1, 1)) * xp.reshape(self.inv_freq.array, (1, -1))
+        angles = xp.astype(positions.array, xp.float32)[..., None] * self.inv_freq.array
         cos, sin = xp.cos(angles), xp.sin(angles)
-        # (T, 2, D/2) factors that rotate both halves of a head at once (see _heads)
-        cos, sin = xp.stack([cos, cos], axis=1), xp.stack([-sin, sin], axis=1)
+        # (T, 2, D/2) factors that rotate both halves of a head at once (see _heads); with a
+        # position per row ((B, T) cache_position: rows of different lengths), (B, 1, T, 2, D/2).
+        cos, sin = xp.stack([cos, cos], axis=-2), xp.stack([-sin, sin], axis=-2)
+        if host_positions.ndim == 2:
+            cos, sin = cos[:, None, ...], sin[:, None, ...]
         x = xp.take(self.embed.array, backend.from_host(ids.reshape(-1)), axis=0)
         x = xp.reshape(x, (batch, length, c.hidden_size))
         keep = logits_to_keep if 0 < logits_to_keep < length else length
@@ -235,15 +238,15 @@ class LlamaModel:
         cos, sin = rotary
         key_positions = positions
         queries = outputs == length
-        projected = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[t0:t1, ...],
-                                                                         sin[t0:t1, ...], queries), axis=2)
+        projected = self._by_tokens(blocks, lambda t0, t1: self._project(x[:, t0:t1, :], w, cos[..., t0:t1, :, :],
+                                                                         sin[..., t0:t1, :, :], queries), axis=2)
         if queries:
             q, k, v = projected
         else:
             k, v = projected
             first = length - outputs
-            x, positions = x[:, first:, :], positions.with_array(positions.array[first:])
-            q = self._queries(self._rms(x, w["norm1"].array), w, cos[first:, ...], sin[first:, ...])
+            x, positions = x[:, first:, :], positions.with_array(positions.array[..., first:])
+            q = self._queries(self._rms(x, w["norm1"].array), w, cos[..., first:, :, :], sin[..., first:, :, :])
             blocks = _token_blocks(batch, outputs)
         k_t, v_t = Tensor.wrap(k, backend), Tensor.wrap(v, backend)
         if cache is not None:
@@ -252,6 +255,8 @@ class LlamaModel:
         sliding = c.layer_type(layer_idx) == "sliding"
         mask = attention_mask(positions, key_positions, window=c.sliding_window if sliding else None,
                               sink_tokens=c.sink_tokens if sliding else 0)
+        if mask.ndim == 3:  # a mask per row: (B, Lq, Lk) -> (B, 1, Lq, Lk), the same for every head
+            mask = mask.with_array(mask.array[:, None, ...])
         attn = scaled_dot_product_attention(Tensor.wrap(q, backend), k_t, v_t, attn_mask=mask).array
         attn = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (batch, outputs, c.num_heads * c.head_dim))
         return self._by_tokens(blocks, lambda t0, t1: (self._mlp(x[:, t0:t1, :], attn[:, t0:t1, :], w),), axis=1)[0]

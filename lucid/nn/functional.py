@@ -38,7 +38,8 @@ def _softmax(xp, data, axis: int = -1):
 
 
 def attention_mask(query_positions, key_positions, window: int | None = None, sink_tokens: int = 0) -> Tensor:
-    """Which keys each query may attend to, from absolute positions: a boolean ``(Lq, Lk)`` mask.
+    """Which keys each query may attend to, from absolute positions: a boolean ``(Lq, Lk)`` mask
+    (``(B, Lq, Lk)`` for positions given per row, ``(B, Lq)`` and ``(B, Lk)``).
 
     Query ``q`` sees key ``k`` when ``k <= q`` (causal) and, with a ``window``, when
     ``q - k < window`` or ``k < sink_tokens`` (attention sinks stay visible). Key positions
@@ -55,8 +56,8 @@ def attention_mask(query_positions, key_positions, window: int | None = None, si
     q = _tensor(query_positions, "query_positions")
     k = _tensor(key_positions, "key_positions")
     xp = q.backend.xp
-    rows = xp.reshape(q.array, (-1, 1))
-    cols = xp.reshape(q.as_operand(k), (1, -1))
+    rows = q.array[..., :, None]
+    cols = q.as_operand(k)[..., None, :]
     visible = cols <= rows
     if window is not None:
         visible = visible & ((rows - cols < window) | (cols < sink_tokens))

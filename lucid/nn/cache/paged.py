@@ -14,6 +14,8 @@ from .base import Cache
 from .cache_layer import Spec, as_arrays, check_pair, check_saved
 
 _wrap = Tensor.wrap
+#: The key position of a shorter row's padding: past every query, so causal masks hide it.
+PADDING = 2**62
 
 
 class PagedKVCache(Cache):
@@ -30,9 +32,12 @@ class PagedKVCache(Cache):
 
     ``update`` writes the rows of :attr:`batch` (the sequences in row order; a first update
     into a cache without sequences makes one per row) and returns their keys and values
-    gathered from the blocks, ``(B, ..., length, D)``. The rows of a batch hold the same
-    number of positions; writes are appends. A write that needs more blocks than are free is
-    a ``ValueError`` naming ``num_blocks``, and changes nothing.
+    gathered from the blocks, ``(B, ..., length, D)``. Writes are appends, each row at its own
+    length: the rows may hold different numbers of positions (requests of different lengths
+    decoding together; ``cache_position`` then ``None`` or ``(B, T)``), shorter rows padded
+    with zeros that :meth:`key_positions` places past every query. ``get_seq_length`` answers
+    for the first row. A write that needs more blocks than are free is a ``ValueError``
+    naming ``num_blocks``, and changes nothing.
 
     Prefix caching (vLLM's scheme): a sequence added with its prompt's ids
     (``add_sequence(tokens)``) registers each block its prompt fills, under a hash of every
@@ -221,20 +226,27 @@ class PagedKVCache(Cache):
         lengths = self.lengths[seq]
         return lengths[layer_idx] if layer_idx < len(lengths) else 0
 
-    def _gather(self, pools, tables: list, length: int):
-        """``(keys, values)`` of the first ``length`` positions of the sequences whose block
-        ``tables`` are given, gathered from a layer's ``pools`` into new arrays."""
+    def _gather(self, pools, tables: list, lengths: list):
+        """``(keys, values)`` of the first ``lengths[i]`` positions of the sequence whose block
+        table is ``tables[i]``, gathered from a layer's ``pools`` into new arrays; rows shorter
+        than the longest are padded with zeros (:meth:`key_positions` marks the padding)."""
         keys, values, spec = pools
-        xp, count = spec.backend.xp, -(-length // self.block_size)
+        xp, longest = spec.backend.xp, max(lengths)
+        count = -(-longest // self.block_size)
         out = []
         for pool in (keys, values):
             rows = []
-            for table in tables:
-                blocks = xp.take(pool, xp.asarray(table[:count], dtype=xp.int64), axis=0)  # (blocks, ..., block_size, D)
+            for table, length in zip(tables, lengths):
+                used = -(-length // self.block_size)
+                index = xp.asarray(table[:used] + [table[0] if table else 0] * (count - used), dtype=xp.int64)
+                blocks = xp.take(pool, index, axis=0)  # (blocks, ..., block_size, D)
                 axes = blocks.ndim
                 moved = xp.permute_dims(blocks, tuple(range(1, axes - 2)) + (0, axes - 2, axes - 1))
-                rows.append(xp.reshape(moved, tuple(moved.shape[:-3]) + (count * self.block_size, blocks.shape[-1]))
-                            [..., :length, :])
+                row = xp.reshape(moved, tuple(moved.shape[:-3]) + (count * self.block_size, blocks.shape[-1]))
+                row = row[..., :longest, :]
+                if length < longest:  # padding: zeros past the row's own positions
+                    row = xp.where(xp.arange(longest)[:, None] < length, row, xp.zeros_like(row))
+                rows.append(row)
             out.append(xp.stack(rows, axis=0))
         return _wrap(out[0], spec.backend), _wrap(out[1], spec.backend)
 
@@ -257,7 +269,7 @@ class PagedKVCache(Cache):
         if not self._written(layer_idx):
             return None
         return self._gather(self.pools[layer_idx], [self.tables[seq] for seq in self.batch],
-                            self._length(self.batch[0], layer_idx))
+                            [self._length(seq, layer_idx) for seq in self.batch])
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Positions the batch's sequences hold in ``layer_idx``.
@@ -272,7 +284,9 @@ class PagedKVCache(Cache):
         return self._length(self.batch[0], layer_idx) if self.batch else 0
 
     def key_positions(self, layer_idx: int, new_tokens: int = 1):
-        """Absolute positions of the keys ``update`` returns: ``0 .. length - 1``.
+        """Absolute positions of the keys ``update`` returns: ``0 .. length - 1``; with rows of
+        different lengths, ``(B, longest)``, each row's padding at :data:`PADDING` (a causal
+        mask never shows it).
 
         Examples
         --------
@@ -284,8 +298,15 @@ class PagedKVCache(Cache):
         """
         if not self._written(check_int(layer_idx, "layer_idx")):
             return None
-        spec = self.pools[layer_idx][2]
-        return _wrap(spec.backend.xp.arange(self.get_seq_length(layer_idx), dtype=spec.backend.xp.int64), spec.backend)
+        backend = self.pools[layer_idx][2].backend
+        xp = backend.xp
+        lengths = [self._length(seq, layer_idx) for seq in self.batch]
+        if len(set(lengths)) == 1:
+            return _wrap(xp.arange(lengths[0], dtype=xp.int64), backend)
+        # Rows of different lengths: a row per sequence, its padding at a position no query reaches.
+        span = xp.arange(max(lengths), dtype=xp.int64)
+        ends = xp.asarray(lengths, dtype=xp.int64)[:, None]
+        return _wrap(xp.where(span < ends, span, xp.asarray(PADDING, dtype=xp.int64)), backend)
 
     def batch_size(self) -> int | None:
         """Rows of the batch, or ``None`` when it holds none.
@@ -333,23 +354,33 @@ class PagedKVCache(Cache):
         batch = self.batch or [self._next + i for i in range(rows)]  # a first write makes the rows' sequences
         if len(batch) != rows:
             raise ValueError(f"the batch holds {len(batch)} sequences; the update has {rows} rows")
-        starts = {self._length(seq, layer_idx) if seq in self.lengths else 0 for seq in batch}
-        if len(starts) > 1:
-            raise ValueError(f"the batch's sequences hold different lengths {sorted(starts)} in layer {layer_idx}; "
-                             "a batch writes rows of one length")
-        start = starts.pop()
-        check_append(cache_position, start, count, rows, "a paged cache")
-        plan, taken = self._plan(batch, start, start + count)
+        starts = [self._length(seq, layer_idx) if seq in self.lengths else 0 for seq in batch]
+        self._check_positions(cache_position, starts, count)
+        plan, taken = self._plan(batch, starts, count)
         pools = self.pools[layer_idx] if layer_idx < len(self.pools) and self.pools[layer_idx] else self._allocate(spec)
         # Copy-on-write copies and the new tokens go to blocks no sequence shows yet; the
         # tables, lengths and reference counts change only after everything has succeeded.
         self._copy_blocks(plan, pools)
-        tables = {seq: plan[seq][0] for seq in batch}
-        for row, seq in enumerate(batch):
-            self._write(pools, tables[seq], k[row], v[row], start, start + count)
-        out = self._gather(pools, [tables[seq] for seq in batch], start + count)
-        self._commit(layer_idx, pools, batch, plan, taken, start + count)
+        tables = [plan[seq][0] for seq in batch]
+        for row, start in enumerate(starts):
+            self._write(pools, tables[row], k[row], v[row], start, start + count)
+        out = self._gather(pools, tables, [start + count for start in starts])
+        self._commit(layer_idx, pools, batch, plan, taken, count)
         return out
+
+    def _check_positions(self, cache_position, starts: list, count: int) -> None:
+        """Writes are appends: ``cache_position`` is ``None``, the next positions of every row
+        (when the rows hold one length), or ``(B, T)`` positions, each row its next ones."""
+        if len(set(starts)) == 1:
+            check_append(cache_position, starts[0], count, len(starts), "a paged cache")
+            return
+        if cache_position is None:
+            return
+        positions = host_integers(cache_position, "cache_position")
+        expected = [list(range(start, start + count)) for start in starts]
+        if positions.ndim != 2 or positions.tolist() != expected:
+            raise ValueError(f"the batch's sequences hold different lengths {starts}: cache_position must be None or "
+                             f"(batch, seq_len) positions, each row its next ones ({expected[:2]}...)")
 
     def _spec_for(self, layer_idx: int, k, v) -> Spec:
         """The layer's layout (its first write's, checked against this one's)."""
@@ -361,8 +392,8 @@ class PagedKVCache(Cache):
                              f"{held[2].lucid_dtype}; the update has {spec.step_k[1:]} in {spec.lucid_dtype}")
         return spec
 
-    def _plan(self, batch: list, start: int, end: int):
-        """Each sequence's table after a write of ``[start, end)`` with the copy-on-write copies
+    def _plan(self, batch: list, starts: list, count: int):
+        """Each sequence's table after a write of ``count`` positions from its ``starts`` entry, with the copy-on-write copies
         it needs (``seq -> (table, [(old, new)])``), and the free blocks that takes; a
         ``ValueError`` naming ``num_blocks`` when there are too few."""
         free, cached, taken, plan = list(self._free), list(self._cached), [], {}
@@ -376,9 +407,9 @@ class PagedKVCache(Cache):
             taken.append(free.pop() if free else cached.pop(0))  # a cached prefix block last, oldest first
             return taken[-1]
 
-        for seq in batch:
+        for seq, start in zip(batch, starts):
             table, copies = list(self.tables.get(seq, [])), []
-            for index in range(start // self.block_size, (end - 1) // self.block_size + 1):
+            for index in range(start // self.block_size, (start + count - 1) // self.block_size + 1):
                 if index >= len(table):
                     table.append(take())
                     continue
@@ -420,7 +451,7 @@ class PagedKVCache(Cache):
         shape_v = (self.num_blocks,) + spec.step_v[1:-2] + (self.block_size, spec.step_v[-1])
         return xp.zeros(shape_k, dtype=spec.dtype), xp.zeros(shape_v, dtype=spec.dtype), spec.with_batch(1)
 
-    def _commit(self, layer_idx: int, pools, batch: list, plan: dict, taken: list, length: int) -> None:
+    def _commit(self, layer_idx: int, pools, batch: list, plan: dict, taken: list, count: int) -> None:
         self.pools.extend([None] * (layer_idx + 1 - len(self.pools)))
         self.pools[layer_idx] = pools
         taken_set = set(taken)
@@ -440,7 +471,7 @@ class PagedKVCache(Cache):
             self.tables[seq] = table
             lengths = self.lengths[seq]
             lengths.extend([0] * (layer_idx + 1 - len(lengths)))
-            lengths[layer_idx] = length
+            lengths[layer_idx] += count
         self.batch = list(batch)
 
     # -- batch operations, crop, trim, reset ------------------------------------
