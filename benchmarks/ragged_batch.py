@@ -1,5 +1,6 @@
-"""Requests of different lengths decoded together (one paged cache, each row at its own position)
-against the same requests one after another, on the real model.
+"""Requests of different lengths decoded together (one paged cache, each row at its own position:
+``generate`` with a list of prompts, and the continuous-batching ``Engine`` with all requests
+queued at once) against the same requests one after another, on the real model.
 
     python benchmarks/ragged_batch.py                     # 8 prompts of 192-512 tokens, 32 new tokens
     python benchmarks/ragged_batch.py --requests 16 --tokens 64
@@ -18,6 +19,7 @@ import numpy as np
 from lucid.cli import activate_backend, positive_int
 from lucid.generation import generate
 from lucid.models import download, load_pretrained
+from lucid.serving import Engine
 
 
 def main(argv=None) -> None:
@@ -37,7 +39,14 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     together = generate(model, prompts, args.tokens)
     batched = time.perf_counter() - start
+    engine = Engine(model, num_blocks=sum(-(-(len(p) + args.tokens) // 16) for p in prompts) + len(prompts))
+    start = time.perf_counter()
+    ids = [engine.add_request(prompt, max_new_tokens=args.tokens) for prompt in prompts]
+    while engine.has_unfinished():
+        engine.step()
+    served = time.perf_counter() - start
     same = all(np.array_equal(a, b) for a, b in zip(alone, together.tokens))
+    same &= all(engine.tokens(i) == a[len(p):].tolist() for i, a, p in zip(ids, alone, prompts))
     new = args.tokens * args.requests
     lengths = sorted(len(p) for p in prompts)
     print(f"SmolLM2-135M-Instruct, {args.requests} prompts of {lengths[0]}-{lengths[-1]} tokens (a shared 128-token "
@@ -45,6 +54,8 @@ def main(argv=None) -> None:
     print(f"- one after another: {new / sequential:.1f} new tokens/s ({sequential:.1f} s)")
     print(f"- together, one paged cache: {new / batched:.1f} new tokens/s ({batched:.1f} s; "
           f"{sequential / batched:.2f}x)")
+    print(f"- the Engine, all queued at once: {new / served:.1f} new tokens/s ({served:.1f} s; "
+          f"{sequential / served:.2f}x)")
 
 
 if __name__ == "__main__":

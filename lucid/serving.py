@@ -1,0 +1,290 @@
+"""``Engine``: many requests decoded together over one paged cache, joining and leaving between
+steps (continuous batching)."""
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import nn
+from .generation import check_sampling, sample
+from .validation import check_int
+
+
+@dataclass
+class Request:
+    """One request's state in an :class:`Engine`."""
+
+    id: int
+    prompt: list  # the ids to prefill: the prompt, and after a preemption the tokens decoded so far too
+    max_new_tokens: int
+    sampling: tuple  # (temperature, top_k, top_p)
+    stops: frozenset
+    rng: np.random.Generator
+    tokens: list = field(default_factory=list)  # the new tokens
+    sequence: int | None = None  # the paged cache's sequence, while it holds one
+    prefilled: int = 0  # prompt ids in the cache
+    resuming: bool = False  # preempted after decoding: its last token is known, the prefill only rebuilds
+    finished: bool = False
+
+
+class Engine:
+    """Requests of any length, added at any time, decoded together in one
+    :class:`~lucid.nn.PagedKVCache`.
+
+    Each :meth:`step` runs one decode forward over every running request, each row at its own
+    position, and samples each row's next token; then it prefills one chunk of at most
+    ``max_batch_tokens`` prompt ids of the oldest waiting request (so a long prompt never
+    stalls the others for long), whose first token comes with the chunk that ends its prompt. Requests that share a prompt prefix share its blocks
+    (the cache's prefix caching). When a step would need more blocks than are free, the newest
+    running request is preempted: its blocks are freed and it is prefilled again, prompt and
+    tokens so far, when there is room (``preemptions`` counts them); no request fails for it.
+    Greedy requests get the tokens :func:`~lucid.generation.generate` gives their prompt
+    alone; sampled ones the tokens their ``seed`` gives it.
+
+    Parameters
+    ----------
+    model : LlamaModel
+    tokenizer : Tokenizer, optional
+        Needed for requests given as chat ``messages``.
+    num_blocks, block_size : int
+        The paged cache's pool.
+    max_batch_tokens : int
+        Prompt ids prefilled per step.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lucid.models import LlamaModel
+    >>> from lucid.generation import generate
+    >>> from lucid.serving import Engine
+    >>> model = LlamaModel.random()
+    >>> engine = Engine(model, num_blocks=64)
+    >>> a, b = engine.add_request([1, 2, 3], max_new_tokens=5), engine.add_request([4, 5, 6, 7, 8, 9], max_new_tokens=4)
+    >>> while engine.has_unfinished():
+    ...     _ = engine.step()
+    >>> engine.tokens(a) == generate(model, [[1, 2, 3]], 5).new_tokens[0]
+    True
+    """
+
+    def __init__(self, model, tokenizer=None, num_blocks: int = 1024, block_size: int = 16,
+                 max_batch_tokens: int = 512):
+        self.model, self.tokenizer = model, tokenizer
+        self.cache = nn.PagedKVCache(num_blocks, block_size)
+        self.max_batch_tokens = check_int(max_batch_tokens, "max_batch_tokens", minimum=1)
+        self.requests: dict[int, Request] = {}
+        self.waiting: collections.deque[Request] = collections.deque()  # not yet fully prefilled, oldest first
+        self.running: list[Request] = []  # decoding, in the order they started
+        self.preemptions = 0
+        self._next = 0
+
+    # -- requests ------------------------------------------------------------
+    def add_request(self, prompt=None, max_new_tokens: int = 128, temperature: float = 0.0,
+                    top_p: float | None = None, top_k: int | None = None, seed: int | None = None,
+                    stop=None, messages=None) -> int:
+        """Queue a request: ``prompt`` ids, or chat ``messages`` (rendered with the tokenizer's
+        chat template); its id. ``stop``: ids that end it (default: the tokenizer's stop ids).
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaModel
+        >>> from lucid.serving import Engine
+        >>> Engine(LlamaModel.random(), num_blocks=8).add_request([1, 2], max_new_tokens=3)
+        0
+        """
+        if (prompt is None) == (messages is None):
+            raise ValueError("give the prompt's ids or chat messages, not both and not neither")
+        if messages is not None:
+            if self.tokenizer is None:
+                raise ValueError("messages need the engine's tokenizer (Engine(model, tokenizer)) for the chat template")
+            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        ids = np.asarray(prompt)
+        if ids.ndim != 1 or not ids.size or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"prompt must be a non-empty list of token ids, got {prompt!r:.80}")
+        if ids.min() < 0 or ids.max() >= self.model.config.vocab_size:
+            raise ValueError(f"prompt ids must lie in [0, {self.model.config.vocab_size}), the model's vocabulary")
+        max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
+        room = self.cache.num_blocks * self.cache.block_size
+        if len(ids) + max_new_tokens > room:
+            raise ValueError(f"max_new_tokens={max_new_tokens}: the prompt's {len(ids)} ids and the new tokens need "
+                             f"{len(ids) + max_new_tokens} positions, more than the pool's {room}")
+        if stop is None and self.tokenizer is not None:
+            stop = self.tokenizer.stop_token_ids
+        temperature, top_k, top_p, seed, stops = check_sampling(temperature, top_k, top_p, seed, 1, stop)
+        request = Request(self._next, [int(t) for t in ids], max_new_tokens, (temperature, top_k, top_p), stops,
+                          np.random.default_rng(seed))
+        self._next += 1
+        self.requests[request.id] = request
+        self.waiting.append(request)
+        return request.id
+
+    def _request(self, request_id) -> Request:
+        if isinstance(request_id, bool) or not isinstance(request_id, int) or request_id not in self.requests:
+            raise ValueError(f"request_id {request_id!r} is not a request of this engine")
+        return self.requests[request_id]
+
+    def tokens(self, request_id: int) -> list:
+        """The new tokens of a request so far.
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaModel
+        >>> from lucid.serving import Engine
+        >>> engine = Engine(LlamaModel.random(), num_blocks=8)
+        >>> engine.tokens(engine.add_request([1, 2], max_new_tokens=3))
+        []
+        """
+        return list(self._request(request_id).tokens)
+
+    def cancel(self, request_id: int) -> None:
+        """Finish a request now; its blocks go back to the pool at once.
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaModel
+        >>> from lucid.serving import Engine
+        >>> engine = Engine(LlamaModel.random(), num_blocks=8)
+        >>> rid = engine.add_request([1, 2], max_new_tokens=3)
+        >>> engine.cancel(rid); engine.has_unfinished()
+        False
+        """
+        self._finish(self._request(request_id))
+
+    def has_unfinished(self) -> bool:
+        """Whether any request still waits or decodes.
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaModel
+        >>> from lucid.serving import Engine
+        >>> Engine(LlamaModel.random(), num_blocks=8).has_unfinished()
+        False
+        """
+        return bool(self.waiting or self.running)
+
+    def stream(self, request_id: int) -> Iterator[int]:
+        """The request's new tokens as they are decoded, driving :meth:`step` until it finishes.
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaModel
+        >>> from lucid.serving import Engine
+        >>> engine = Engine(LlamaModel.random(), num_blocks=8)
+        >>> len(list(engine.stream(engine.add_request([1, 2], max_new_tokens=3))))
+        3
+        """
+        request, shown = self._request(request_id), 0
+        while True:
+            while shown < len(request.tokens):
+                shown += 1
+                yield request.tokens[shown - 1]
+            if request.finished:
+                return
+            self.step()
+
+    # -- the step -------------------------------------------------------------
+    def step(self) -> list:
+        """One decode forward and one prefill chunk; the ``(request_id, token)`` pairs decoded.
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaModel
+        >>> from lucid.serving import Engine
+        >>> engine = Engine(LlamaModel.random(), num_blocks=8)
+        >>> rid = engine.add_request([1, 2], max_new_tokens=3)
+        >>> [pair[0] for pair in engine.step()]  # the prefill gives the first token
+        [0]
+        """
+        emitted = []
+        decoding = list(self.running)
+        self._make_room(decoding)  # the decode step first: running requests come before waiting ones
+        if decoding:
+            emitted += self._decode(decoding)
+        if self.waiting:  # the request part-way through its prompt first: it holds blocks already
+            emitted += self._prefill(next((r for r in self.waiting if r.sequence is not None), self.waiting[0]))
+        return emitted
+
+    def _blocks_needed(self, requests: list) -> int:
+        """Blocks one more decoded token of each request takes (a row whose blocks are full)."""
+        size = self.cache.block_size
+        return sum(1 for r in requests if self.cache.lengths[r.sequence] and
+                   min(self.cache.lengths[r.sequence]) % size == 0)
+
+    def _free_blocks(self) -> int:
+        return self.cache.num_blocks - self.cache.blocks_used()
+
+    def _make_room(self, decoding: list) -> None:
+        """Preempt the newest running requests until the decode step fits the pool."""
+        while decoding and self._blocks_needed(decoding) > self._free_blocks():
+            victim = decoding.pop()
+            self._preempt(victim)
+
+    def _preempt(self, request: Request) -> None:
+        self.cache.remove_sequence(request.sequence)
+        self.running.remove(request)
+        # What the cache held: the prompt and every token but the last (the next step's input).
+        request.sequence, request.prefilled = None, 0
+        request.prompt, request.resuming = request.prompt + request.tokens[:-1], True
+        self.waiting.appendleft(request)
+        self.preemptions += 1
+
+    def _prefill(self, request: Request) -> list:
+        cache, size = self.cache, self.cache.block_size
+        if request.sequence is None:
+            cache.batch = []
+            request.sequence = cache.add_sequence(tokens=request.prompt)
+            request.prefilled = cache.get_seq_length(0)
+        end = min(len(request.prompt), request.prefilled + self.max_batch_tokens)
+        needed = -(-end // size) - len(cache.tables[request.sequence])
+        if needed > self._free_blocks():
+            if self.running:
+                return []  # waits for running requests to finish
+            raise ValueError(f"num_blocks={cache.num_blocks}: one request's prompt does not fit the pool")
+        cache.batch = [request.sequence]
+        chunk = np.array([request.prompt[request.prefilled:end]])
+        out = self.model.forward(chunk, cache=cache, cache_position=list(range(request.prefilled, end)),
+                                 logits_to_keep=1)
+        request.prefilled = end
+        if end < len(request.prompt):
+            return []
+        self.waiting.remove(request)
+        self.running.append(request)
+        if request.resuming:  # its last token was decoded before the preemption: it goes on from there
+            request.resuming = False
+            return []
+        return self._emit(request, out[:, 0, ...].numpy())
+
+    def _decode(self, requests: list) -> list:
+        cache = self.cache
+        cache.batch = [r.sequence for r in requests]
+        last = [[r.tokens[-1]] for r in requests]
+        positions = [[cache.lengths[r.sequence][0]] for r in requests]
+        out = self.model.forward(np.array(last), cache=cache, cache_position=positions, logits_to_keep=1)
+        logits = out[:, 0, ...].numpy()
+        emitted = []
+        for row, request in enumerate(requests):
+            emitted += self._emit(request, logits[row:row + 1])
+        return emitted
+
+    def _emit(self, request: Request, logits) -> list:
+        temperature, top_k, top_p = request.sampling
+        token = int(logits.argmax(axis=-1)[0] if temperature == 0 else
+                    sample(logits, request.rng, temperature, top_k, top_p)[0])
+        request.tokens.append(token)
+        if token in request.stops or len(request.tokens) >= request.max_new_tokens:
+            self._finish(request)
+        return [(request.id, token)]
+
+    def _finish(self, request: Request) -> None:
+        if request.finished:
+            return
+        request.finished = True
+        if request.sequence is not None:
+            self.cache.remove_sequence(request.sequence)
+            request.sequence = None
+        if request in self.running:
+            self.running.remove(request)
+        if request in self.waiting:
+            self.waiting.remove(request)

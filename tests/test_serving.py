@@ -1,0 +1,77 @@
+"""The engine: requests of any length, added at any time, decoded together over one paged cache;
+each request's tokens are the ones its prompt alone gives, preempted or not."""
+import numpy as np
+import pytest
+
+from lucid.generation import generate
+from lucid.models import LlamaConfig, LlamaModel
+from lucid.serving import Engine
+
+MODEL = LlamaModel.random(LlamaConfig(num_layers=2))
+RNG = np.random.default_rng(0)
+SYSTEM = RNG.integers(0, 256, size=24).tolist()
+PROMPTS = [RNG.integers(0, 256, size=n).tolist() for n in (3, 40, 11, 70)] + [SYSTEM + [1, 2], SYSTEM + [3]]
+
+
+def alone(prompt, new, **kwargs):
+    return generate(MODEL, [prompt], new, **kwargs).new_tokens[0]
+
+
+def run(engine):
+    while engine.has_unfinished():
+        engine.step()
+
+
+def test_requests_added_over_time_get_what_their_prompt_alone_gives():
+    engine = Engine(MODEL, num_blocks=128, block_size=8, max_batch_tokens=16)  # long prompts in chunks
+    ids = {}
+    for i, prompt in enumerate(PROMPTS):
+        ids[engine.add_request(prompt, max_new_tokens=6 + i)] = (prompt, 6 + i)
+        engine.step()  # the others decode while the next one arrives
+    run(engine)
+    for rid, (prompt, new) in ids.items():
+        assert engine.tokens(rid) == alone(prompt, new)
+    assert engine.cache.blocks_used() == 0  # every block back in the pool
+    assert engine.preemptions == 0
+
+
+def test_a_full_pool_preempts_the_newest_and_recomputes_it_exactly():
+    engine = Engine(MODEL, num_blocks=14, block_size=8)  # 112 positions for 6 requests of up to 100
+    ids = {engine.add_request(prompt, max_new_tokens=20): prompt for prompt in PROMPTS}
+    run(engine)
+    assert engine.preemptions > 0
+    for rid, prompt in ids.items():
+        assert engine.tokens(rid) == alone(prompt, 20)
+    assert engine.cache.blocks_used() == 0
+
+
+def test_sampling_stops_and_streaming():
+    engine = Engine(MODEL, num_blocks=64, block_size=8)
+    sampled = engine.add_request(PROMPTS[1], max_new_tokens=12, temperature=0.9, top_p=0.9, seed=3)
+    greedy = alone(PROMPTS[2], 12)
+    stopped = engine.add_request(PROMPTS[2], max_new_tokens=12, stop=[greedy[4]])
+    streamed = list(engine.stream(stopped))
+    run(engine)
+    assert engine.tokens(sampled) == alone(PROMPTS[1], 12, temperature=0.9, top_p=0.9, seed=3)
+    assert streamed == engine.tokens(stopped) == greedy[:greedy.index(greedy[4]) + 1]
+
+
+def test_cancel_frees_the_blocks_at_once_and_bad_requests_are_value_errors():
+    engine = Engine(MODEL, num_blocks=32, block_size=8)
+    rid = engine.add_request(PROMPTS[3], max_new_tokens=10)
+    engine.step()
+    assert engine.cache.blocks_used() > 0
+    engine.cancel(rid)
+    assert engine.cache.blocks_used() == 0 and not engine.has_unfinished()
+    for call, text in ((lambda: engine.cancel(99), "request_id 99"), (lambda: engine.tokens("a"), "request_id"),
+                       (lambda: engine.add_request([], 3), "non-empty"),
+                       (lambda: engine.add_request([1, 300], 3), "vocabulary"),
+                       (lambda: engine.add_request([1, 2], 0), "max_new_tokens"),
+                       (lambda: engine.add_request([1] * 200, 100), "more than the pool's 256"),
+                       (lambda: engine.add_request(messages=[{"role": "user", "content": "hi"}]), "tokenizer")):
+        with pytest.raises(ValueError, match=text):
+            call()
+    assert not engine.has_unfinished()
+    rid = engine.add_request(PROMPTS[0], max_new_tokens=4)  # the engine goes on serving
+    run(engine)
+    assert engine.tokens(rid) == alone(PROMPTS[0], 4)
