@@ -2,6 +2,7 @@
 each request's tokens are the ones its prompt alone gives, preempted or not."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from lucid.generation import generate
 from lucid.models import LlamaConfig, LlamaModel
@@ -75,3 +76,32 @@ def test_cancel_frees_the_blocks_at_once_and_bad_requests_are_value_errors():
     rid = engine.add_request(PROMPTS[0], max_new_tokens=4)  # the engine goes on serving
     run(engine)
     assert engine.tokens(rid) == alone(PROMPTS[0], 4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_random_arrivals_steps_and_cancels_match_each_prompt_alone(data):
+    """Requests arrive, the engine steps, some are cancelled, the pool is sometimes too small
+    (preemptions): every request that finishes has its prompt's greedy tokens, and one that was
+    cancelled a prefix of them; every block comes back."""
+    engine = Engine(MODEL, num_blocks=data.draw(st.integers(10, 40)), block_size=4,
+                    max_batch_tokens=data.draw(st.integers(4, 64)))
+    requests = {}
+    for _ in range(data.draw(st.integers(1, 12))):
+        op = data.draw(st.sampled_from(["add", "add", "step", "step", "cancel"]))
+        if op == "add":
+            length = data.draw(st.integers(1, 30))
+            prompt = (SYSTEM[:data.draw(st.integers(0, 24))] + list(range(1, length + 1)))[-30:]
+            new = data.draw(st.integers(1, 8))
+            requests[engine.add_request(prompt, max_new_tokens=new)] = (prompt, new)
+        elif op == "step":
+            for _ in range(data.draw(st.integers(1, 5))):
+                engine.step()
+        elif requests:
+            engine.cancel(data.draw(st.sampled_from(sorted(requests))))
+    cancelled = {rid for rid in requests if engine.requests[rid].finished}
+    run(engine)
+    for rid, (prompt, new) in requests.items():
+        expected, got = alone(prompt, new), engine.tokens(rid)
+        assert got == expected[:len(got)] and (rid in cancelled or got == expected)
+    assert engine.cache.blocks_used() == 0
