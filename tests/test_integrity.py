@@ -13,7 +13,6 @@ import lucid
 import lucid.nn as nn
 from lucid.generation import generate
 from lucid.models import LlamaConfig, LlamaModel
-from lucid_backends import framing
 
 from .test_prefix_store import key
 
