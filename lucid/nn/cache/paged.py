@@ -360,6 +360,12 @@ class PagedKVCache(Cache):
         pools = self.pools[layer_idx] if layer_idx < len(self.pools) and self.pools[layer_idx] else self._allocate(spec)
         # Copy-on-write copies and the new tokens go to blocks no sequence shows yet; the
         # tables, lengths and reference counts change only after everything has succeeded.
+        # A cached prefix block about to be written over leaves the prefix cache first, so a
+        # write that fails part-way never leaves a registered block with other contents.
+        for block in set(taken) & set(self._cached):
+            del self._cached[block]
+            del self._block_of[self._hash_of.pop(block)]
+            self._free.append(block)
         self._copy_blocks(plan, pools)
         tables = [plan[seq][0] for seq in batch]
         for row, start in enumerate(starts):
@@ -456,9 +462,6 @@ class PagedKVCache(Cache):
         self.pools[layer_idx] = pools
         taken_set = set(taken)
         self._free = [block for block in self._free if block not in taken_set]
-        for block in taken_set & set(self._cached):  # evicted from the prefix cache
-            del self._cached[block]
-            del self._block_of[self._hash_of.pop(block)]
         for seq in batch:
             table, copies = plan[seq]
             if seq not in self.tables:
