@@ -106,6 +106,8 @@ class Engine:
         if ids.min() < 0 or ids.max() >= self.model.config.vocab_size:
             raise ValueError(f"prompt ids must lie in [0, {self.model.config.vocab_size}), the model's vocabulary")
         max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
+        self.model.config.check_length(len(ids) + max_new_tokens,
+                                       f"max_new_tokens={max_new_tokens} after a prompt of {len(ids)}")
         room = self.cache.num_blocks * self.cache.block_size
         if len(ids) + max_new_tokens > room:
             raise ValueError(f"max_new_tokens={max_new_tokens}: the prompt's {len(ids)} ids and the new tokens need "

@@ -105,3 +105,15 @@ def test_random_arrivals_steps_and_cancels_match_each_prompt_alone(data):
         expected, got = alone(prompt, new), engine.tokens(rid)
         assert got == expected[:len(got)] and (rid in cancelled or got == expected)
     assert engine.cache.blocks_used() == 0
+
+
+def test_a_request_past_the_models_context_is_a_value_error():
+    import dataclasses
+
+    short = LlamaModel.random(LlamaConfig(num_layers=2))
+    short.config = dataclasses.replace(short.config, max_positions=32)
+    engine = Engine(short, num_blocks=64, block_size=8)
+    with pytest.raises(ValueError, match="past the model's context of 32"):
+        engine.add_request(list(range(30)), max_new_tokens=5)
+    assert not engine.has_unfinished()
+    engine.add_request(list(range(27)), max_new_tokens=5)  # exactly the context: fine

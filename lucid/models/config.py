@@ -14,6 +14,8 @@ class LlamaConfig:
     :meth:`LlamaModel.random`, the demo and the tests. ``layer_types`` gives each layer's
     attention, ``"full"`` or ``"sliding"`` (a query sees the ``sliding_window`` positions
     ending at its own, plus the first ``sink_tokens``); empty means every layer is full.
+    ``max_positions`` is the context the model was trained for (0: not known): the serving
+    engine refuses requests that would go past it (``generate``, like transformers', does not).
 
     Examples
     --------
@@ -40,6 +42,7 @@ class LlamaConfig:
     layer_types: tuple = ()
     sliding_window: int = 0
     sink_tokens: int = 0
+    max_positions: int = 0
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -51,6 +54,21 @@ class LlamaConfig:
                              f"layers, got {self.layer_types!r}")
         if "sliding" in self.layer_types and self.sliding_window < 1:
             raise ValueError(f"sliding layers need a sliding_window >= 1, got {self.sliding_window}")
+
+    def check_length(self, positions: int, name: str = "the request") -> None:
+        """``ValueError`` when ``positions`` go past the context the model was trained for.
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaConfig
+        >>> try:
+        ...     LlamaConfig(max_positions=8).check_length(10, "prompt and max_new_tokens")
+        ... except ValueError as error:
+        ...     print(error)
+        prompt and max_new_tokens: 10 positions, past the model's context of 8
+        """
+        if self.max_positions and positions > self.max_positions:
+            raise ValueError(f"{name}: {positions} positions, past the model's context of {self.max_positions}")
 
     def layer_type(self, layer_idx: int) -> str:
         """``"full"`` or ``"sliding"``."""
@@ -72,6 +90,8 @@ class LlamaConfig:
                "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
                "tie_word_embeddings": self.tie_word_embeddings, "attention_bias": self.o_bias,
                "sliding_window": self.sliding_window or None}
+        if self.max_positions:
+            raw["max_position_embeddings"] = self.max_positions
         if self.rope_scaling:
             raw["rope_scaling"] = dict(self.rope_scaling, rope_type="llama3")
         if self.layer_types:
@@ -175,6 +195,7 @@ class LlamaConfig:
                 tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
                 qkv_bias=architecture == "Qwen2ForCausalLM" or bias, o_bias=bias,
                 layer_types=layer_types, sliding_window=window,
+                max_positions=number("max_position_embeddings", 1 << 24, 0) if raw.get("max_position_embeddings") else 0,
             )
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None

@@ -166,6 +166,7 @@ class GGUFWeights:
             qkv_bias="blk.0.attn_q.bias" in self.tensors, o_bias="blk.0.attn_output.bias" in self.tensors,
             layer_types=("sliding",) * int(self._required("block_count")) if window else (),
             sliding_window=window,
+            max_positions=int(self.metadata(f"{self.architecture}.context_length", 0) or 0),
         )
 
     def __contains__(self, name: str) -> bool:
@@ -225,7 +226,8 @@ def write_gguf(path, config, weights: dict, tokenizer: dict | None = None) -> pa
     c = config
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_block_count(c.num_layers)
-    writer.add_context_length(8192)
+    if config.max_positions:
+        writer.add_context_length(config.max_positions)
     writer.add_embedding_length(c.hidden_size)
     writer.add_feed_forward_length(c.intermediate_size)
     writer.add_head_count(c.num_heads)
