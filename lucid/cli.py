@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 import lucid
@@ -63,6 +64,35 @@ def tolerance(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
+
+
+def prefix_tier(text: str) -> str:
+    """An argparse type: ``--prefix-store``'s word, checked before any work: ``memory``, a Redis
+    URL the client can parse (and the client installed), or a directory path (with a ``/``)
+    that exists or can be made, and can be written. A word that is none of these, such as
+    ``mem`` or ``redis:/host:6379``, is refused rather than taken for a new directory.
+
+    Examples
+    --------
+    >>> from lucid.cli import prefix_tier
+    >>> prefix_tier("memory")
+    'memory'
+    """
+    from .nn.tiers import DiskTier, tier_from_spec
+
+    is_url = "://" in text or text.lower().startswith(("redis", "rediss", "unix"))
+    if text != "memory" and not is_url and "/" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'memory', a redis:// URL or a directory path "
+                                         f"(write ./{text} for a directory of that name)")
+    if is_url and not text.startswith(("redis://", "rediss://", "unix://")):
+        raise argparse.ArgumentTypeError(f"{text!r} looks like a Redis URL but is not one; write redis://HOST:PORT")
+    try:
+        tier = tier_from_spec(text)
+    except (ImportError, ValueError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if isinstance(tier, DiskTier) and not os.access(tier.directory, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"the directory {text!r} cannot be written")
+    return text
 
 
 def activate_backend(name: str | None):

@@ -31,7 +31,6 @@ Prints a table; exits 1 if any check fails.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -40,7 +39,7 @@ from tqdm import tqdm
 
 import lucid.nn as nn
 from lucid.chat import ChatSession
-from lucid.cli import activate_backend, int_between, positive_int, tolerance
+from lucid.cli import activate_backend, int_between, positive_int, prefix_tier, tolerance
 from lucid.generation import generate
 from lucid.models import LlamaConfig, LlamaModel, load_pretrained, load_tokenizer
 from lucid.models.hub import DEFAULT_MODEL, MODELS, DownloadError, download
@@ -110,26 +109,6 @@ def parse_args(argv=None):
         parser.error("--text needs a model with a tokenizer; the tiny model has none (leave out --model, "
                      "or give a GGUF file or a checkpoint with tokenizer.json)")
     return args
-
-
-def prefix_tier(text: str) -> str:
-    """An argparse type: ``--prefix-store``'s word, checked before any work: ``memory``, a Redis
-    URL the client can parse (and the client installed), or a directory path (with a ``/``)
-    that exists or can be made, and can be written. A word that is none of these, such as
-    ``mem`` or ``redis:/host:6379``, is refused rather than taken for a new directory."""
-    is_url = "://" in text or text.lower().startswith(("redis", "rediss", "unix"))
-    if text != "memory" and not is_url and "/" not in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not 'memory', a redis:// URL or a directory path "
-                                         f"(write ./{text} for a directory of that name)")
-    if is_url and not text.startswith(("redis://", "rediss://", "unix://")):
-        raise argparse.ArgumentTypeError(f"{text!r} looks like a Redis URL but is not one; write redis://HOST:PORT")
-    try:
-        tier = tier_from_spec(text)
-    except (ImportError, ValueError) as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    if isinstance(tier, nn.DiskTier) and not os.access(tier.directory, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"the directory {text!r} cannot be written")
-    return text
 
 
 def prefix_reuse(model, args) -> bool:

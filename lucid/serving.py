@@ -28,6 +28,8 @@ class Request:
     prefilled: int = 0  # prompt ids in the cache
     resuming: bool = False  # preempted after decoding: its last token is known, the prefill only rebuilds
     finished: bool = False
+    reason: str | None = None  # why it finished: "stop" (a stop id), "length" (max_new_tokens), "cancelled"
+    fetched: int = 0  # prompt ids found in the prefix store (its chunks need no storing)
 
 
 class Engine:
@@ -53,6 +55,16 @@ class Engine:
         The paged cache's pool.
     max_batch_tokens : int
         Prompt ids prefilled per step.
+    prefix_store : PrefixStore, optional
+        Shared with other engines (other processes, over Redis or a directory): a new prompt
+        starts from the longest prefix found there, when longer than what this engine's own
+        blocks hold, and each prompt's whole chunks are stored once prefilled.
+
+    Attributes
+    ----------
+    prompt_tokens, cached_tokens : int
+        Prompt ids the requests brought, and how many of them were not computed: found in the
+        cache's blocks or fetched from ``prefix_store``.
 
     Examples
     --------
@@ -70,14 +82,14 @@ class Engine:
     """
 
     def __init__(self, model, tokenizer=None, num_blocks: int = 1024, block_size: int = 16,
-                 max_batch_tokens: int = 512):
-        self.model, self.tokenizer = model, tokenizer
+                 max_batch_tokens: int = 512, prefix_store=None):
+        self.model, self.tokenizer, self.prefix_store = model, tokenizer, prefix_store
         self.cache = nn.PagedKVCache(num_blocks, block_size)
         self.max_batch_tokens = check_int(max_batch_tokens, "max_batch_tokens", minimum=1)
         self.requests: dict[int, Request] = {}
         self.waiting: collections.deque[Request] = collections.deque()  # not yet fully prefilled, oldest first
         self.running: list[Request] = []  # decoding, in the order they started
-        self.preemptions = 0
+        self.preemptions = self.prompt_tokens = self.cached_tokens = 0
         self._next = 0
 
     # -- requests ------------------------------------------------------------
@@ -152,7 +164,38 @@ class Engine:
         >>> engine.cancel(rid); engine.has_unfinished()
         False
         """
-        self._finish(self._request(request_id))
+        self._finish(self._request(request_id), "cancelled")
+
+    def release(self, request_id: int) -> None:
+        """Forget a request (cancelling it first if it has not finished): a long-running server
+        releases each request once its caller has read it.
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaModel
+        >>> from lucid.serving import Engine
+        >>> engine = Engine(LlamaModel.random(), num_blocks=8)
+        >>> rid = engine.add_request([1, 2], max_new_tokens=3)
+        >>> engine.release(rid); rid in engine.requests
+        False
+        """
+        self._finish(self._request(request_id), "cancelled")
+        del self.requests[request_id]
+
+    def finish_reason(self, request_id: int) -> str | None:
+        """``None`` while the request runs; then ``"stop"`` (it produced a stop id), ``"length"``
+        (it reached ``max_new_tokens``) or ``"cancelled"``.
+
+        Examples
+        --------
+        >>> from lucid.models import LlamaModel
+        >>> from lucid.serving import Engine
+        >>> engine = Engine(LlamaModel.random(), num_blocks=8)
+        >>> rid = engine.add_request([1, 2], max_new_tokens=3)
+        >>> _ = list(engine.stream(rid)); engine.finish_reason(rid)
+        'length'
+        """
+        return self._request(request_id).reason
 
     def has_unfinished(self) -> bool:
         """Whether any request still waits or decodes.
@@ -238,6 +281,11 @@ class Engine:
             cache.batch = []
             request.sequence = cache.add_sequence(tokens=request.prompt)
             request.prefilled = cache.get_seq_length(0)
+            if self.prefix_store is not None:
+                self._fetch(request)
+            if not request.resuming:
+                self.prompt_tokens += len(request.prompt)
+                self.cached_tokens += request.prefilled
         end = min(len(request.prompt), request.prefilled + self.max_batch_tokens)
         needed = -(-end // size) - len(cache.tables[request.sequence])
         if needed > self._free_blocks():
@@ -253,10 +301,42 @@ class Engine:
             return []
         self.waiting.remove(request)
         self.running.append(request)
+        if self.prefix_store is not None:
+            self._store(request)
         if request.resuming:  # its last token was decoded before the preemption: it goes on from there
             request.resuming = False
             return []
         return self._emit(request, out[:, 0, ...].numpy())
+
+    def _fetch(self, request: Request) -> None:
+        """Extend the request's cached prefix from the prefix store, when it may hold more."""
+        chunk = self.prefix_store.chunk_size
+        if (len(request.prompt) - 1) // chunk * chunk <= request.prefilled:
+            return  # this engine's blocks hold every chunk the store could give
+        found = nn.DynamicKVCache()
+        reused = self.prefix_store.fetch(request.prompt, found)
+        if reused <= request.prefilled or -(-reused // self.cache.block_size) - len(
+                self.cache.tables[request.sequence]) > self._free_blocks():
+            return
+        self.cache.batch = [request.sequence]
+        positions = list(range(request.prefilled, reused))
+        for layer in range(len(found.layers)):
+            keys, values = found.get(layer)
+            self.cache.update(keys[..., request.prefilled:reused, :], values[..., request.prefilled:reused, :],
+                              layer, cache_position=positions)
+        request.prefilled = request.fetched = reused
+
+    def _store(self, request: Request) -> None:
+        """Put the request's prompt chunks in the prefix store (the ones it lacks)."""
+        chunk = self.prefix_store.chunk_size
+        if len(request.prompt) // chunk * chunk <= request.fetched:
+            return  # no whole chunk the store lacks
+        self.cache.batch = [request.sequence]
+        whole = nn.DynamicKVCache()
+        for layer in range(len(self.model.layers)):
+            keys, values = self.cache.get(layer)
+            whole.update(keys, values, layer)
+        self.prefix_store.put(request.prompt, whole)
 
     def _decode(self, requests: list) -> list:
         cache = self.cache
@@ -275,14 +355,16 @@ class Engine:
         token = int(logits.argmax(axis=-1)[0] if temperature == 0 else
                     sample(logits, request.rng, temperature, top_k, top_p)[0])
         request.tokens.append(token)
-        if token in request.stops or len(request.tokens) >= request.max_new_tokens:
-            self._finish(request)
+        if token in request.stops:
+            self._finish(request, "stop")
+        elif len(request.tokens) >= request.max_new_tokens:
+            self._finish(request, "length")
         return [(request.id, token)]
 
-    def _finish(self, request: Request) -> None:
+    def _finish(self, request: Request, reason: str) -> None:
         if request.finished:
             return
-        request.finished = True
+        request.finished, request.reason = True, reason
         if request.sequence is not None:
             self.cache.remove_sequence(request.sequence)
             request.sequence = None
