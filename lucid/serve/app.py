@@ -173,6 +173,7 @@ def create_app(worker: EngineWorker, tokenizer, model_id: str, api_key: str | No
                     live.discard(choice)
                 yield choice, text, reason
         finally:
+            metrics.cancelled.inc(len(live))
             cancel(request_ids[i] for i in live)
 
     def usage(job: Completion, texts: list) -> dict:

@@ -29,6 +29,8 @@ class ServerMetrics:
                                 ["endpoint", "status"], registry=registry)
         self.prompt_tokens = Counter("lucid_prompt_tokens", "Prompt tokens of the requests accepted",
                                      registry=registry)
+        self.cancelled = Counter("lucid_choices_cancelled", "Choices cancelled before their end (the client hung up "
+                                 "or the server stopped)", registry=registry)
         self.generation_tokens = Counter("lucid_generation_tokens", "Tokens generated", registry=registry)
         self.time_to_first_token = Histogram("lucid_time_to_first_token_seconds",
                                              "From a request's arrival to its first token", buckets=BUCKETS,
