@@ -90,6 +90,7 @@ class Engine:
         self.waiting: collections.deque[Request] = collections.deque()  # not yet fully prefilled, oldest first
         self.running: list[Request] = []  # decoding, in the order they started
         self.preemptions = self.prompt_tokens = self.cached_tokens = 0
+        self._unstored: list = []  # (prompt, its keys and values) for the prefix store, put at the next step
         self._next = 0
 
     # -- requests ------------------------------------------------------------
@@ -198,7 +199,8 @@ class Engine:
         return self._request(request_id).reason
 
     def has_unfinished(self) -> bool:
-        """Whether any request still waits or decodes.
+        """Whether any request still waits or decodes (or prompt chunks wait to be stored in
+        the prefix store, which the next :meth:`step` does).
 
         Examples
         --------
@@ -207,7 +209,7 @@ class Engine:
         >>> Engine(LlamaModel.random(), num_blocks=8).has_unfinished()
         False
         """
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self._unstored)
 
     def stream(self, request_id: int) -> Iterator[int]:
         """The request's new tokens as they are decoded, driving :meth:`step` until it finishes.
@@ -243,6 +245,8 @@ class Engine:
         [0]
         """
         emitted = []
+        while self._unstored:  # a step late, so that storing never delays the first token
+            self.prefix_store.put(*self._unstored.pop())
         decoding = list(self.running)
         self._make_room(decoding)  # the decode step first: running requests come before waiting ones
         if decoding:
@@ -327,7 +331,7 @@ class Engine:
         request.prefilled = request.fetched = reused
 
     def _store(self, request: Request) -> None:
-        """Put the request's prompt chunks in the prefix store (the ones it lacks)."""
+        """Copy out the request's prompt chunks for the prefix store, if it may lack any."""
         chunk = self.prefix_store.chunk_size
         if len(request.prompt) // chunk * chunk <= request.fetched:
             return  # no whole chunk the store lacks
@@ -336,7 +340,7 @@ class Engine:
         for layer in range(len(self.model.layers)):
             keys, values = self.cache.get(layer)
             whole.update(keys, values, layer)
-        self.prefix_store.put(request.prompt, whole)
+        self._unstored.append((list(request.prompt), whole))
 
     def _decode(self, requests: list) -> list:
         cache = self.cache

@@ -117,3 +117,28 @@ def test_a_request_past_the_models_context_is_a_value_error():
         engine.add_request(list(range(30)), max_new_tokens=5)
     assert not engine.has_unfinished()
     engine.add_request(list(range(27)), max_new_tokens=5)  # exactly the context: fine
+
+
+def test_engines_sharing_a_prefix_store_fetch_each_other_s_prompts_exactly():
+    import lucid.nn as nn
+
+    tier = nn.MemoryTier()
+    system = RNG.integers(0, 256, size=45).tolist()
+
+    def engine():
+        return Engine(MODEL, num_blocks=64, block_size=8,
+                      prefix_store=nn.PrefixStore([tier], chunk_size=16, fingerprint=MODEL.fingerprint()))
+
+    first, second = engine(), engine()
+    a = first.add_request(system + [1, 2], max_new_tokens=5)
+    run(first)
+    keys = first.prefix_store.chunk_keys(system + [1, 2])
+    assert first.cached_tokens == 0 and len(keys) == 2  # two whole chunks in its 47-id prompt...
+    assert all(tier.get(key) is not None for key in keys)  # ...both stored
+    b = second.add_request(system + [7], max_new_tokens=6)
+    run(second)
+    assert second.cached_tokens == 32 and second.prompt_tokens == 46  # fetched, not computed
+    assert first.tokens(a) == alone(system + [1, 2], 5) and second.tokens(b) == alone(system + [7], 6)
+    c = second.add_request(system + [9, 9], max_new_tokens=3)  # its own blocks hold as much: no fetch
+    run(second)
+    assert second.tokens(c) == alone(system + [9, 9], 3) and second.cached_tokens == 32 + 40

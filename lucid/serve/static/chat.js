@@ -65,7 +65,8 @@ async function ask(text) {
   let first = null, pieces = 0, usage = null;
   const response = await fetch("/v1/chat/completions", {
     method: "POST", headers: headers(),
-    body: JSON.stringify({model, messages, stream: true, stream_options: {include_usage: true}}),
+    body: JSON.stringify({model, messages, stream: true, stream_options: {include_usage: true},
+                          temperature: Number(document.getElementById("temperature").value)}),
   });
   if (!response.ok) {
     const body = await response.json();

@@ -1,0 +1,63 @@
+"""``python -m lucid.serve`` on the trained SmolLM2, as its own process: the openai client gets
+``generate``'s greedy answers, and two servers sharing one Redis share a system prompt's keys
+and values. Skips, saying why, where the model cannot be fetched."""
+import time
+
+import openai
+import pytest
+
+from lucid.generation import generate
+
+from .serve_helpers import request, serve_process
+
+QUESTIONS = ["What is the capital of France?", "Write a haiku about caches.", "List three prime numbers."]
+SYSTEM = " ".join(f"Rule {i}: answer with care, and cite source number {i * 7 % 13} when asked." for i in range(60))
+
+
+def api(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def test_the_server_answers_as_generate_does(smollm2_path, smollm2):
+    model, tokenizer = smollm2
+    with serve_process("--model", str(smollm2_path)) as base:
+        client = api(base)
+        [served] = client.models.list().data
+        assert served.id == str(smollm2_path)
+        for question in QUESTIONS:
+            messages = [{"role": "user", "content": question}]
+            ids = tokenizer.apply_chat_template(messages)
+            tokens = generate(model, [ids], 32, stop_token_ids=tokenizer.stop_token_ids).new_tokens[0]
+            answer = client.chat.completions.create(model=served.id, messages=messages, max_tokens=32, temperature=0)
+            assert answer.choices[0].message.content == tokenizer.decode(tokens)
+            assert answer.usage.prompt_tokens == len(ids) and answer.usage.completion_tokens == len(tokens)
+        status, health, _ = request("GET", base + "/health")
+        assert status == 200 and health["blocks_used"] == 0
+
+
+def first_token_seconds(client: openai.OpenAI, model: str, system: str, question: str) -> float:
+    """Seconds from the request to the first streamed text."""
+    start = time.perf_counter()
+    for chunk in client.chat.completions.create(
+            model=model, messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+            max_tokens=2, temperature=0, stream=True):
+        if chunk.choices and (chunk.choices[0].delta.content or chunk.choices[0].finish_reason):
+            return time.perf_counter() - start
+    raise AssertionError("the stream ended without text")
+
+
+def test_two_servers_on_one_redis_share_a_system_prompt(smollm2_path, smollm2, redis_server):
+    _, tokenizer = smollm2
+    other = SYSTEM.replace("Rule", "Law")  # as long, and never stored
+    store = ("--prefix-store", redis_server.url)
+    with serve_process("--model", str(smollm2_path), *store) as first, \
+            serve_process("--model", str(smollm2_path), *store) as second:
+        model = str(smollm2_path)
+        first_token_seconds(api(first), model, SYSTEM, QUESTIONS[0])  # the first server computes and stores it
+        cold = first_token_seconds(api(second), model, other, QUESTIONS[1])
+        warm = first_token_seconds(api(second), model, SYSTEM, QUESTIONS[1])
+        assert len(tokenizer.encode(SYSTEM)) > 900
+        assert warm <= 0.3 * cold, (warm, cold)
+        hits = [line for line in request("GET", second + "/metrics")[1].splitlines()
+                if line.startswith("lucid_prefix_cache_hit_rate ")]
+        assert float(hits[0].split()[1]) > 0.4  # of its two prompts, the second came mostly from Redis
