@@ -3,6 +3,8 @@
 Conventions: ``print(...)  # text`` must print ``text`` (compared as text, or as a Python
 literal); a line ending in ``# raises SomeError`` must raise that error, and the block stops
 there. A page's blocks run in order in one namespace, like a reader going down the page.
+A block whose first line is ``# needs a running server: python -m lucid.serve`` talks to the
+server; ``tests/test_serve_smollm2.py`` runs it against one.
 """
 import ast
 import builtins
@@ -16,10 +18,11 @@ PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 EXPECT = re.compile(r"^\s*print\(.*\)\s*#\s*(.+)$")
 RAISES = re.compile(r"#\s*raises (\w+)\s*$")
+SERVER = "# needs a running server: python -m lucid.serve"
 
 
 def blocks(page):
-    return FENCE.findall(page.read_text())
+    return [code for code in FENCE.findall(page.read_text()) if not code.startswith(SERVER)]
 
 
 def same(printed: str, expected: str) -> bool:

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from .serve_helpers import serving
+from .serve_helpers import serving, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
@@ -47,7 +47,7 @@ def test_the_page_streams_an_answer_and_keeps_the_conversation(page):
         assert bodies[-1]["messages"][1]["content"] == answers.first.text_content()
         assert bodies[-1]["stream"] is True and bodies[-1]["temperature"] == 0
         assert outside == []
-        assert worker.stats["blocks_used"] == 0
+        assert wait_for(lambda: worker.stats["blocks_used"] == 0)
 
 
 def test_the_page_shows_an_error_and_sends_the_api_key(page):

@@ -1,6 +1,11 @@
 """``python -m lucid.serve`` on the trained SmolLM2, as its own process: the openai client gets
 ``generate``'s greedy answers, and two servers sharing one Redis share a system prompt's keys
 and values. Skips, saying why, where the model cannot be fetched."""
+import json
+import pathlib
+import re
+import shutil
+import subprocess
 import time
 
 import openai
@@ -8,7 +13,8 @@ import pytest
 
 from lucid.generation import generate
 
-from .serve_helpers import request, serve_process
+from .serve_helpers import request, serve_process, wait_for
+from .test_docs_examples import SERVER
 
 QUESTIONS = ["What is the capital of France?", "Write a haiku about caches.", "List three prime numbers."]
 SYSTEM = " ".join(f"Rule {i}: answer with care, and cite source number {i * 7 % 13} when asked." for i in range(60))
@@ -31,8 +37,7 @@ def test_the_server_answers_as_generate_does(smollm2_path, smollm2):
             answer = client.chat.completions.create(model=served.id, messages=messages, max_tokens=32, temperature=0)
             assert answer.choices[0].message.content == tokenizer.decode(tokens)
             assert answer.usage.prompt_tokens == len(ids) and answer.usage.completion_tokens == len(tokens)
-        status, health, _ = request("GET", base + "/health")
-        assert status == 200 and health["blocks_used"] == 0
+        assert wait_for(lambda: request("GET", base + "/health")[1]["blocks_used"] == 0)
 
 
 def first_token_seconds(client: openai.OpenAI, model: str, system: str, question: str) -> float:
@@ -52,12 +57,28 @@ def test_two_servers_on_one_redis_share_a_system_prompt(smollm2_path, smollm2, r
     store = ("--prefix-store", redis_server.url)
     with serve_process("--model", str(smollm2_path), *store) as first, \
             serve_process("--model", str(smollm2_path), *store) as second:
-        model = str(smollm2_path)
-        first_token_seconds(api(first), model, SYSTEM, QUESTIONS[0])  # the first server computes and stores it
-        cold = first_token_seconds(api(second), model, other, QUESTIONS[1])
-        warm = first_token_seconds(api(second), model, SYSTEM, QUESTIONS[1])
+        model, one, two = str(smollm2_path), api(first), api(second)
+        two.models.list()  # connected before anything is timed
+        first_token_seconds(one, model, SYSTEM, QUESTIONS[0])  # the first server computes and stores it
+        cold = first_token_seconds(two, model, other, QUESTIONS[1])
+        warm = first_token_seconds(two, model, SYSTEM, QUESTIONS[1])
         assert len(tokenizer.encode(SYSTEM)) > 900
         assert warm <= 0.3 * cold, (warm, cold)
         hits = [line for line in request("GET", second + "/metrics")[1].splitlines()
                 if line.startswith("lucid_prefix_cache_hit_rate ")]
         assert float(hits[0].split()[1]) > 0.4  # of its two prompts, the second came mostly from Redis
+
+
+def test_the_readme_s_curl_and_openai_snippets_work(smollm2_path):
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [python] = [code for code in re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M) if code.startswith(SERVER)]
+    [curl] = [code for code in re.findall(r"^```bash\n(.*?)^```", readme, re.S | re.M) if "curl" in code]
+    with serve_process() as base:  # the default model, as the README starts it
+        port = base.rsplit(":", 1)[1]
+        if shutil.which("curl"):
+            answer = json.loads(subprocess.run(["bash", "-c", curl.replace("8000", port)], capture_output=True,
+                                               text=True, check=True, timeout=300).stdout)
+            assert answer["choices"][0]["message"]["content"] and answer["usage"]["completion_tokens"] <= 32
+        printed = []
+        exec(python.replace("8000", port), {"print": lambda *args, **kw: printed.append("".join(map(str, args)))})
+        assert "".join(printed).strip()

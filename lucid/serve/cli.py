@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         return 2
     model_id = args.model if args.model == DEFAULT_MODEL else str(path)
     store = None if args.prefix_store is None else nn.PrefixStore(
-        [tier_from_spec(args.prefix_store)], chunk_size=128, fingerprint=f"lucid-serve/{model.fingerprint()}")
+        [tier_from_spec(args.prefix_store)], chunk_size=64, fingerprint=f"lucid-serve/{model.fingerprint()}")
     engine = Engine(model, tokenizer, num_blocks=args.num_blocks, max_batch_tokens=args.max_batch_tokens,
                     prefix_store=store)
     app = create_app(EngineWorker(engine, max_waiting=args.max_waiting), tokenizer, model_id, api_key=args.api_key)
