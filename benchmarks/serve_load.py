@@ -3,15 +3,20 @@ tokens/s, time to first token and inter-token latency (p50, p99), failures, and 
 resident memory.
 
     python benchmarks/serve_load.py --clients 32 --requests 20           # lucid's server, the load test
-    python benchmarks/serve_load.py --clients 1 8 32 --requests 3 --servers lucid llama.cpp
+    python benchmarks/serve_load.py --clients 1 8 32 --requests 3 --hang-up 0 \
+        --servers lucid llama.cpp transformers transformers-cb
 
-Each server is started in turn (``python -m lucid.serve``; ``python -m llama_cpp.server``,
-needing ``pip install "llama-cpp-python[server]"``) on the same SmolLM2 GGUF, one at a time, and
+Each server is started in turn on the same SmolLM2 GGUF, one at a time: ``python -m
+lucid.serve``; ``python -m llama_cpp.server`` (``pip install "llama-cpp-python[server]"``; it
+computes on the 4-bit weights); ``transformers serve`` (the ``compare`` extra plus ``fastapi``
+and ``uvicorn``), given a checkpoint directory that transformers itself writes from the GGUF
+(its server cannot load a GGUF file: the configuration it builds names no architecture),
+without and with ``--continuous-batching``. Every
 every client runs its requests one after another, streaming: a shared system prompt, then a
 question whose length varies (1-8 sentences), ``--max-tokens`` greedy tokens. With
 ``--hang-up K`` every K-th request closes its connection after its third piece of text. A
 token is a streamed piece of text (each server streams one per token, but for a character
-split over tokens). Resident memory is read from ``/proc`` after the first tenth of the
+split over tokens); a stream that ends without text counts as failed. Resident memory is read from ``/proc`` after the first tenth of the
 requests (warm) and at the end.
 """
 from __future__ import annotations
@@ -23,8 +28,10 @@ import os
 import pathlib
 import socket
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -49,18 +56,37 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def transformers_checkpoint(gguf: str) -> str:
+    """A checkpoint directory with the GGUF's weights dequantized, written by transformers (once)."""
+    out = pathlib.Path(tempfile.gettempdir()) / f"lucid-bench-{pathlib.Path(gguf).stem}"
+    if not (out / "config.json").exists():
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder, name = str(pathlib.Path(gguf).parent), pathlib.Path(gguf).name
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+        model.hf_quantizer = None  # the weights are dequantized already: save them as plain tensors
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(out)
+        AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(out)
+    return str(out)
+
+
 @contextlib.contextmanager
 def server(kind: str, model: str, threads: int):
     port = free_port()
     if kind == "lucid":
         command = [sys.executable, "-m", "lucid.serve", "--model", model, "--port", str(port)]
-        name = model
+    elif kind.startswith("transformers"):
+        model = transformers_checkpoint(model)
+        command = [shutil.which("transformers") or "transformers", "serve", model, "--port", str(port)]
+        command += ["--continuous-batching"] if kind == "transformers-cb" else []
     else:
         command = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--port", str(port),
-                   "--n_threads", str(threads), "--n_ctx", "8192", "--n_batch", "512"]
-        name = model
+                   "--n_threads", str(threads), "--n_ctx", "8192", "--n_batch", "512",
+                   "--interrupt_requests", "False"]  # its default cuts a stream short when another request arrives
     env = {**os.environ, "LUCID_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "OPENBLAS_NUM_THREADS": str(threads)}
+           "OPENBLAS_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -68,10 +94,10 @@ def server(kind: str, model: str, threads: int):
             if process.poll() is not None:
                 raise SystemExit(f"{kind}'s server exited with {process.returncode}")
             with contextlib.suppress(OSError):
-                urllib.request.urlopen(base + "/v1/models", timeout=5).read()
+                urllib.request.urlopen(base + ("/v1/models" if kind == "llama.cpp" else "/health"), timeout=5).read()
                 break
             time.sleep(0.5)
-        yield base, name, process.pid
+        yield base, model, process.pid
     finally:
         process.terminate()
         process.wait(60)
@@ -95,6 +121,8 @@ def one_request(base: str, model: str, question: str, max_tokens: int, hang_up: 
                 times.append(time.perf_counter())
                 if hang_up and len(times) == 3:
                     break
+    if not times and not hang_up:
+        raise RuntimeError("the stream ended without any text")
     return {"start": start, "times": times, "hung_up": hang_up}
 
 
@@ -144,7 +172,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20, help="per client")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--hang-up", type=int, default=10, help="every K-th request hangs up midway (0: none)")
-    parser.add_argument("--servers", nargs="+", default=["lucid"], choices=["lucid", "llama.cpp"])
+    parser.add_argument("--servers", nargs="+", default=["lucid"], choices=["lucid", "llama.cpp", "transformers", "transformers-cb"])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--model", default=None, help="the GGUF file (default: SmolLM2, downloaded once)")
     args = parser.parse_args()

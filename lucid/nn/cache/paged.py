@@ -229,25 +229,24 @@ class PagedKVCache(Cache):
     def _gather(self, pools, tables: list, lengths: list):
         """``(keys, values)`` of the first ``lengths[i]`` positions of the sequence whose block
         table is ``tables[i]``, gathered from a layer's ``pools`` into new arrays; rows shorter
-        than the longest are padded with zeros (:meth:`key_positions` marks the padding)."""
+        than the longest are padded with zeros (:meth:`key_positions` marks the padding). One
+        ``take`` per pool gathers every row's blocks at once."""
         keys, values, spec = pools
-        xp, longest = spec.backend.xp, max(lengths)
-        count = -(-longest // self.block_size)
+        xp, longest, size = spec.backend.xp, max(lengths), self.block_size
+        count = -(-longest // size)
+        rows = [table[:-(-length // size)] for table, length in zip(tables, lengths)]
+        index = xp.asarray([row + [0] * (count - len(row)) for row in rows], dtype=xp.int64)  # padding: block 0
         out = []
         for pool in (keys, values):
-            rows = []
-            for table, length in zip(tables, lengths):
-                used = -(-length // self.block_size)
-                index = xp.asarray(table[:used] + [table[0] if table else 0] * (count - used), dtype=xp.int64)
-                blocks = xp.take(pool, index, axis=0)  # (blocks, ..., block_size, D)
-                axes = blocks.ndim
-                moved = xp.permute_dims(blocks, tuple(range(1, axes - 2)) + (0, axes - 2, axes - 1))
-                row = xp.reshape(moved, tuple(moved.shape[:-3]) + (count * self.block_size, blocks.shape[-1]))
-                row = row[..., :longest, :]
-                if length < longest:  # padding: zeros past the row's own positions
-                    row = xp.where(xp.arange(longest)[:, None] < length, row, xp.zeros_like(row))
-                rows.append(row)
-            out.append(xp.stack(rows, axis=0))
+            blocks = xp.take(pool, xp.reshape(index, (-1,)), axis=0)  # (B * count, ..., block_size, D)
+            blocks = xp.reshape(blocks, (len(rows), count) + tuple(blocks.shape[1:]))
+            axes = blocks.ndim
+            moved = xp.permute_dims(blocks, (0,) + tuple(range(2, axes - 2)) + (1, axes - 2, axes - 1))
+            gathered = xp.reshape(moved, tuple(moved.shape[:-3]) + (count * size, blocks.shape[-1]))[..., :longest, :]
+            for row, length in enumerate(lengths):  # zeros past each row's own positions (a new array)
+                if length < longest:
+                    gathered[row, ..., length:, :] = 0
+            out.append(gathered)
         return _wrap(out[0], spec.backend), _wrap(out[1], spec.backend)
 
     def _written(self, layer_idx: int) -> bool:
