@@ -179,8 +179,8 @@ def main() -> None:
     from lucid.models import download
 
     model = args.model or str(download())
-    print(f"| server | clients | requests | failed | tokens/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | "
-          f"RSS warm | RSS end |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    print("| server | clients | requests | failed | tokens/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | "
+          "RSS warm | RSS end |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for clients in args.clients:
         for kind in args.servers:
             with server(kind, model, args.threads) as (base, name, pid):

@@ -36,10 +36,11 @@ class Engine:
     """Requests of any length, added at any time, decoded together in one
     :class:`~lucid.nn.PagedKVCache`.
 
-    Each :meth:`step` runs one decode forward over every running request, each row at its own
-    position, and samples each row's next token; then it prefills one chunk of at most
-    ``max_batch_tokens`` prompt ids of the oldest waiting request (so a long prompt never
-    stalls the others for long), whose first token comes with the chunk that ends its prompt. Requests that share a prompt prefix share its blocks
+    Each :meth:`step` runs one forward that decodes every running request, each row at its own
+    position, and prefills one chunk of at most ``max_batch_tokens`` prompt ids of the oldest
+    waiting request (so a long prompt never stalls the others for long), whose first token
+    comes with the chunk that ends its prompt; the linear layers read the weights once for
+    both. Requests that share a prompt prefix share its blocks
     (the cache's prefix caching). When a step would need more blocks than are free, the newest
     running request is preempted: its blocks are freed and it is prefilled again, prompt and
     tokens so far, when there is room (``preemptions`` counts them); no request fails for it.
@@ -247,12 +248,27 @@ class Engine:
         emitted = []
         while self._unstored:  # a step late, so that storing never delays the first token
             self.prefix_store.put(*self._unstored.pop())
+        # The prompt chunk first: starting a sequence may take cached prefix blocks, and the
+        # chunk only goes ahead with room left for the decode; else running requests come first.
+        chunk = self._next_chunk(self.running) if self.waiting else None
         decoding = list(self.running)
-        self._make_room(decoding)  # the decode step first: running requests come before waiting ones
+        self._make_room(decoding)
+        groups = []
         if decoding:
-            emitted += self._decode(decoding)
-        if self.waiting:  # the request part-way through its prompt first: it holds blocks already
-            emitted += self._prefill(next((r for r in self.waiting if r.sequence is not None), self.waiting[0]))
+            groups.append(([[r.tokens[-1]] for r in decoding], [r.sequence for r in decoding],
+                           [[self.cache.lengths[r.sequence][0]] for r in decoding]))
+        if chunk is not None:
+            request, end = chunk
+            groups.append(([request.prompt[request.prefilled:end]], [request.sequence],
+                           list(range(request.prefilled, end))))
+        if not groups:
+            return emitted
+        # One forward: every running request's next token and the prompt chunk, the weights read once.
+        logits = [out.numpy() for out in self.model.forward_groups(groups, self.cache)]
+        for row, request in enumerate(decoding):
+            emitted += self._emit(request, logits[0][row:row + 1])
+        if chunk is not None:
+            emitted += self._prefilled(*chunk, logits[-1])
         return emitted
 
     def _blocks_needed(self, requests: list) -> int:
@@ -279,8 +295,12 @@ class Engine:
         self.waiting.appendleft(request)
         self.preemptions += 1
 
-    def _prefill(self, request: Request) -> list:
+    def _next_chunk(self, decoding: list):
+        """``(request, end)``: the prompt ids ``prefilled:end`` of the request to prefill in this
+        step (the one part-way through its prompt first: it holds blocks already), or ``None``
+        while the pool has no room for them beside the decoding requests."""
         cache, size = self.cache, self.cache.block_size
+        request = next((r for r in self.waiting if r.sequence is not None), self.waiting[0])
         if request.sequence is None:
             cache.batch = []
             request.sequence = cache.add_sequence(tokens=request.prompt)
@@ -292,14 +312,14 @@ class Engine:
                 self.cached_tokens += request.prefilled
         end = min(len(request.prompt), request.prefilled + self.max_batch_tokens)
         needed = -(-end // size) - len(cache.tables[request.sequence])
-        if needed > self._free_blocks():
+        if needed > self._free_blocks() - self._blocks_needed(decoding):
             if self.running:
-                return []  # waits for running requests to finish
+                return None  # waits for running requests to finish
             raise ValueError(f"num_blocks={cache.num_blocks}: one request's prompt does not fit the pool")
-        cache.batch = [request.sequence]
-        chunk = np.array([request.prompt[request.prefilled:end]])
-        out = self.model.forward(chunk, cache=cache, cache_position=list(range(request.prefilled, end)),
-                                 logits_to_keep=1)
+        return request, end
+
+    def _prefilled(self, request: Request, end: int, logits) -> list:
+        """The chunk up to ``end`` is in the cache: a request whose prompt is whole starts decoding."""
         request.prefilled = end
         if end < len(request.prompt):
             return []
@@ -310,7 +330,7 @@ class Engine:
         if request.resuming:  # its last token was decoded before the preemption: it goes on from there
             request.resuming = False
             return []
-        return self._emit(request, out[:, 0, ...].numpy())
+        return self._emit(request, logits)
 
     def _fetch(self, request: Request) -> None:
         """Extend the request's cached prefix from the prefix store, when it may hold more."""
@@ -341,18 +361,6 @@ class Engine:
             keys, values = self.cache.get(layer)
             whole.update(keys, values, layer)
         self._unstored.append((list(request.prompt), whole))
-
-    def _decode(self, requests: list) -> list:
-        cache = self.cache
-        cache.batch = [r.sequence for r in requests]
-        last = [[r.tokens[-1]] for r in requests]
-        positions = [[cache.lengths[r.sequence][0]] for r in requests]
-        out = self.model.forward(np.array(last), cache=cache, cache_position=positions, logits_to_keep=1)
-        logits = out[:, 0, ...].numpy()
-        emitted = []
-        for row, request in enumerate(requests):
-            emitted += self._emit(request, logits[row:row + 1])
-        return emitted
 
     def _emit(self, request: Request, logits) -> list:
         temperature, top_k, top_p = request.sampling

@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import openai
-import pytest
 
 from lucid.generation import generate
 

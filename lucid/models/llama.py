@@ -252,6 +252,81 @@ class LlamaModel:
                 x = self._layer(layer_idx, x, blocks, (cos, sin), positions, cache, written, outputs)
         return Tensor.wrap(self._linear(self._rms(x, self.norm.array), self.unembed, None), backend)
 
+    def forward_groups(self, groups: list, cache) -> list:
+        """One forward over groups of rows that differ in length: each group ``(ids, batch,
+        cache_position)`` is ``ids`` ``(B, T)`` for the sequences ``batch`` of a
+        :class:`~lucid.nn.PagedKVCache` (set as ``cache.batch`` for the group's writes) at
+        ``cache_position`` (``(T,)``, or ``(B, T)``). Returns each group's logits at its rows'
+        last positions, ``(B, vocab)``.
+
+        The linear layers and the MLP run once over every token of every group; only attention
+        runs group by group. A serving step decodes its running requests (``T = 1``) and
+        prefills a prompt chunk in one pass, reading the weights once instead of twice.
+
+        Examples
+        --------
+        >>> import numpy as np, lucid.nn as nn
+        >>> from lucid.models import LlamaModel
+        >>> model, cache = LlamaModel.random(), nn.PagedKVCache(16, block_size=4)
+        >>> first, second = cache.add_sequence(), cache.add_sequence()
+        >>> decode, prompt = model.forward_groups([([[1, 2, 3]], [first], [0, 1, 2]), ([[4, 5]], [second], [0, 1])],
+        ...                                       cache)
+        >>> decode.shape, cache.lengths[first][0], cache.lengths[second][0]
+        ((1, 256), 3, 2)
+        """
+        backend, xp, c = self.backend, self.backend.xp, self.config
+        prepared, tokens = [], []
+        for ids, batch, cache_position in groups:
+            ids = np.asarray(ids, dtype=np.int64)
+            host = np.asarray(cache_position, dtype=np.int64)
+            positions = Tensor.wrap(backend.from_host(host), backend)
+            angles = xp.astype(positions.array, xp.float32)[..., None] * self.inv_freq.array
+            cos, sin = xp.cos(angles), xp.sin(angles)
+            cos, sin = xp.stack([cos, cos], axis=-2), xp.stack([-sin, sin], axis=-2)
+            if host.ndim == 2:
+                cos, sin = cos[:, None, ...], sin[:, None, ...]
+            prepared.append((ids.shape, list(batch), cache_position, positions, cos, sin))
+            tokens.append(ids.reshape(-1))
+        x = xp.take(self.embed.array, backend.from_host(np.concatenate(tokens)), axis=0)[None, ...]  # (1, N, hidden)
+        for layer_idx in range(c.num_layers):
+            w = self.layers[layer_idx]
+            h = self._rms(x, w["norm1"].array)
+            q_all, k_all, v_all = (self._linear(h, w[name], w[name + "_bias"]) for name in ("q", "k", "v"))
+            outputs, start = [], 0
+            for (rows, length), batch, written, positions, cos, sin in prepared:
+                part = slice(start, start + rows * length)
+                start += rows * length
+
+                def heads(a, count, rotate=True):
+                    return self._heads(xp.reshape(a[0, part, :], (rows, length, -1)), count,
+                                       *((cos, sin) if rotate else ()))
+
+                cache.batch = batch
+                k, v = cache.update(Tensor.wrap(heads(k_all, c.num_kv_heads), backend),
+                                    Tensor.wrap(heads(v_all, c.num_kv_heads, rotate=False), backend), layer_idx,
+                                    cache_position=written)
+                sliding = c.layer_type(layer_idx) == "sliding"
+                mask = attention_mask(positions, cache.key_positions(layer_idx, length),
+                                      window=c.sliding_window if sliding else None,
+                                      sink_tokens=c.sink_tokens if sliding else 0)
+                if mask.ndim == 3:
+                    mask = mask.with_array(mask.array[:, None, ...])
+                attn = scaled_dot_product_attention(Tensor.wrap(heads(q_all, c.num_heads), backend), k, v,
+                                                    attn_mask=mask).array
+                outputs.append(xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (1, rows * length, -1)))
+            x = self._mlp(x, xp.concat(outputs, axis=1) if len(outputs) > 1 else outputs[0], w)
+        last, start = [], 0
+        for (rows, length), *_ in prepared:
+            last += [start + row * length + length - 1 for row in range(rows)]
+            start += rows * length
+        x = xp.take(x[0, ...], backend.from_host(np.asarray(last, dtype=np.int64)), axis=0)[None, ...]
+        logits = self._linear(self._rms(x, self.norm.array), self.unembed, None)[0, ...]
+        out, start = [], 0
+        for (rows, _), *_ in prepared:
+            out.append(Tensor.wrap(logits[start:start + rows, ...], backend))
+            start += rows
+        return out
+
     def _layer(self, layer_idx: int, x, blocks, rotary, positions: Tensor, cache, written, outputs: int):
         """Decoder layer ``layer_idx`` over the tokens ``x`` ``(B, T, hidden)`` (in ``blocks`` of
         positions) at ``positions`` (written to ``cache``, if any, at ``written``): the outputs

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import hmac
 import json
+import logging
 import pathlib
 import time
 import uuid
@@ -23,6 +24,7 @@ from .protocol import APIError, ChoiceText, Completion, parse
 from .worker import EngineWorker, QueueFull
 
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
+log = logging.getLogger("lucid.serve")
 #: Seconds between checks that a client waiting for a whole (not streamed) answer is still there.
 POLL = 0.5
 
@@ -80,6 +82,10 @@ def create_app(worker: EngineWorker, tokenizer, model_id: str, api_key: str | No
                 except APIError as error:
                     headers = {"Retry-After": "1"} if error.status == 429 else None
                     response = JSONResponse(error.body(), status_code=error.status, headers=headers)
+                except Exception:  # a defect of ours: logged, and answered in OpenAI's shape
+                    log.exception("the server failed on %s", request.url.path)
+                    response = JSONResponse(APIError(500, "the server failed on this request; see its log",
+                                                     kind="server_error").body(), status_code=500)
                 metrics.requests.labels(name, str(response.status_code)).inc()
                 return response
             return answer
