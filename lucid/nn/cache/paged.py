@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import collections
 import hashlib
+import math
 from typing import Callable
 
 from ...tensor import Tensor
@@ -16,6 +17,10 @@ from .cache_layer import Spec, as_arrays, check_pair, check_saved
 _wrap = Tensor.wrap
 #: The key position of a shorter row's padding: past every query, so causal masks hide it.
 PADDING = 2**62
+
+
+#: Bytes of blocks one ``take`` of a gather copies: small enough to stay in a core's cache.
+GATHER_BYTES = 1 << 19
 
 
 class PagedKVCache(Cache):
@@ -229,8 +234,9 @@ class PagedKVCache(Cache):
     def _gather(self, pools, tables: list, lengths: list):
         """``(keys, values)`` of the first ``lengths[i]`` positions of the sequence whose block
         table is ``tables[i]``, gathered from a layer's ``pools`` into new arrays; rows shorter
-        than the longest are padded with zeros (:meth:`key_positions` marks the padding). One
-        ``take`` per pool gathers every row's blocks at once."""
+        than the longest are padded with zeros (:meth:`key_positions` marks the padding). Rows
+        are gathered a few at a time (about ``GATHER_BYTES`` of blocks per ``take``, which stays
+        in the CPU's cache) straight into the output."""
         keys, values, spec = pools
         xp, longest, size = spec.backend.xp, max(lengths), self.block_size
         count = -(-longest // size)
@@ -238,12 +244,20 @@ class PagedKVCache(Cache):
         index = xp.asarray([row + [0] * (count - len(row)) for row in rows], dtype=xp.int64)  # padding: block 0
         out = []
         for pool in (keys, values):
-            blocks = xp.take(pool, xp.reshape(index, (-1,)), axis=0)  # (B * count, ..., block_size, D)
-            blocks = xp.reshape(blocks, (len(rows), count) + tuple(blocks.shape[1:]))
-            axes = blocks.ndim
-            moved = xp.permute_dims(blocks, (0,) + tuple(range(2, axes - 2)) + (1, axes - 2, axes - 1))
-            gathered = xp.reshape(moved, tuple(moved.shape[:-3]) + (count * size, blocks.shape[-1]))[..., :longest, :]
-            for row, length in enumerate(lengths):  # zeros past each row's own positions (a new array)
+            inner = tuple(pool.shape[1:-2])  # the heads
+            block_bytes = math.prod(pool.shape[1:]) * pool.dtype.itemsize
+            step = max(1, GATHER_BYTES // max(1, count * block_bytes))
+            whole = xp.empty((len(rows),) + inner + (count * size, pool.shape[-1]), dtype=pool.dtype)
+            by_block = xp.reshape(whole, (len(rows),) + inner + (count, size, pool.shape[-1]))  # a view
+            axes = len(inner) + 4
+            for first in range(0, len(rows), step):
+                part = index[first:first + step, ...]
+                blocks = xp.take(pool, xp.reshape(part, (-1,)), axis=0)  # (rows * count, ..., block_size, D)
+                blocks = xp.reshape(blocks, (part.shape[0], count) + tuple(blocks.shape[1:]))
+                by_block[first:first + step, ...] = xp.permute_dims(
+                    blocks, (0,) + tuple(range(2, axes - 2)) + (1, axes - 2, axes - 1))
+            gathered = whole[..., :longest, :]
+            for row, length in enumerate(lengths):  # zeros past each row's own positions
                 if length < longest:
                     gathered[row, ..., length:, :] = 0
             out.append(gathered)
