@@ -220,3 +220,32 @@ def test_paged_is_a_cache_kind_for_generate():
     prompt = np.random.default_rng(6).integers(0, 256, size=(3, 7))
     np.testing.assert_array_equal(generate(MODEL, prompt, 9, cache="paged", num_beams=2).tokens,
                                   generate(MODEL, prompt, 9, num_beams=2).tokens)
+
+
+@pytest.mark.parametrize("backend_name", ["array_api_strict"], indirect=True)
+def test_the_paged_cache_needs_only_the_array_api(backend_name):
+    """Writes of rows of different lengths, a fork, a trim and the gathers, on array-api-strict,
+    give what the same calls give on NumPy."""
+    def run():
+        rng, backend = np.random.default_rng(3), lucid.get_backend()
+
+        def rand(*shape):
+            return lucid.Tensor.wrap(backend.from_host(rng.standard_normal(shape).astype(np.float32)), backend)
+
+        cache = nn.PagedKVCache(32, block_size=4)
+        cache.update(rand(2, 2, 5, 8), rand(2, 2, 5, 8), 0)
+        cache.batch = [0]
+        cache.update(rand(1, 2, 6, 8), rand(1, 2, 6, 8), 0)
+        twin = cache.fork(1)
+        cache.batch = [0, 1, twin]
+        keys, values = cache.update(rand(3, 2, 1, 8), rand(3, 2, 1, 8), 0, cache_position=[[11], [5], [5]])
+        cache.batch = [twin]
+        cache.trim(2)
+        cache.batch = [0, twin]
+        return [a.numpy() for a in (keys, values, *cache.get(0))]
+
+    strict = run()
+    with lucid.use_backend("numpy"):
+        reference = run()
+    for got, want in zip(strict, reference):
+        np.testing.assert_array_equal(got, want)

@@ -245,16 +245,17 @@ class PagedKVCache(Cache):
         out = []
         for pool in (keys, values):
             inner = tuple(pool.shape[1:-2])  # the heads
-            block_bytes = math.prod(pool.shape[1:]) * pool.dtype.itemsize
+            block_bytes = math.prod(pool.shape[1:]) * spec.lucid_dtype.itemsize
             step = max(1, GATHER_BYTES // max(1, count * block_bytes))
             whole = xp.empty((len(rows),) + inner + (count * size, pool.shape[-1]), dtype=pool.dtype)
             by_block = xp.reshape(whole, (len(rows),) + inner + (count, size, pool.shape[-1]))  # a view
             axes = len(inner) + 4
             for first in range(0, len(rows), step):
-                part = index[first:first + step, ...]
+                last = min(first + step, len(rows))
+                part = index[first:last, ...]
                 blocks = xp.take(pool, xp.reshape(part, (-1,)), axis=0)  # (rows * count, ..., block_size, D)
                 blocks = xp.reshape(blocks, (part.shape[0], count) + tuple(blocks.shape[1:]))
-                by_block[first:first + step, ...] = xp.permute_dims(
+                by_block[first:last, ...] = xp.permute_dims(
                     blocks, (0,) + tuple(range(2, axes - 2)) + (1, axes - 2, axes - 1))
             gathered = whole[..., :longest, :]
             for row, length in enumerate(lengths):  # zeros past each row's own positions
@@ -382,7 +383,7 @@ class PagedKVCache(Cache):
         self._copy_blocks(plan, pools)
         tables = [plan[seq][0] for seq in batch]
         for row, start in enumerate(starts):
-            self._write(pools, tables[row], k[row], v[row], start, start + count)
+            self._write(pools, tables[row], k[row, ...], v[row, ...], start, start + count)
         out = self._gather(pools, tables, [start + count for start in starts])
         self._commit(layer_idx, pools, batch, plan, taken, count)
         return out
