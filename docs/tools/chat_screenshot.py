@@ -32,7 +32,7 @@ def main() -> None:
             page.goto(f"http://127.0.0.1:{PORT}/")
             expect(page.locator("#model")).to_have_text("smollm2-135m-instruct")
             page.fill("#temperature", "0")
-            page.fill("#question", "What does a KV cache store in a transformer?")
+            page.fill("#question", "What is the capital of France, and what is it known for?")
             page.keyboard.press("Enter")
             expect(page.locator("#stats")).to_contain_text("tokens/s", timeout=120_000)
             page.screenshot(path=str(OUT))
