@@ -117,7 +117,7 @@ def create_app(worker: EngineWorker, tokenizer, model_id: str, api_key: str | No
                 raise APIError(400, f"max_tokens={job.max_tokens} after a prompt of {len(ids)} tokens passes this "
                                     f"server's context of {context}", param="max_tokens",
                                code="context_length_exceeded")
-        loop, queue, request_ids = asyncio.get_running_loop(), asyncio.Queue(), []
+        loop, queue, request_ids, future = asyncio.get_running_loop(), asyncio.Queue(), [], None
 
         def sink(choice: int):
             return lambda token, reason: loop.call_soon_threadsafe(queue.put_nowait, (choice, token, reason))
@@ -136,8 +136,11 @@ def create_app(worker: EngineWorker, tokenizer, model_id: str, api_key: str | No
         except (ValueError, TypeError) as error:
             cancel(request_ids)
             raise APIError(400, str(error)) from None
-        except BaseException:
+        except BaseException:  # the client left while its requests were being queued
             cancel(request_ids)
+            if future is not None and not future.done():  # the one in flight: cancelled once it has an id
+                future.add_done_callback(
+                    lambda done: not done.cancelled() and done.exception() is None and worker.cancel(done.result()))
             raise
         metrics.prompt_tokens.inc(sum(len(ids) for ids in job.prompts))
         return request_ids, queue
