@@ -45,7 +45,7 @@ def test_the_page_streams_an_answer_and_keeps_the_conversation(page):
         # The second request carried the whole conversation, the first answer included.
         assert [m["role"] for m in bodies[-1]["messages"]] == ["user", "assistant", "user"]
         assert bodies[-1]["messages"][1]["content"] == answers.first.text_content()
-        assert bodies[-1]["stream"] is True and bodies[-1]["temperature"] == 0
+        assert bodies[-1]["stream"] is True and bodies[-1]["temperature"] == 0 and bodies[-1]["max_tokens"] == 512
         assert outside == []
         assert wait_for(lambda: worker.stats["blocks_used"] == 0)
 

@@ -81,3 +81,4 @@ def test_the_readme_s_curl_and_openai_snippets_work(smollm2_path):
         printed = []
         exec(python.replace("8000", port), {"print": lambda *args, **kw: printed.append("".join(map(str, args)))})
         assert "".join(printed).strip()
+        assert wait_for(lambda: request("GET", base + "/health")[1]["running"] == 0)

@@ -66,7 +66,8 @@ async function ask(text) {
   const response = await fetch("/v1/chat/completions", {
     method: "POST", headers: headers(),
     body: JSON.stringify({model, messages, stream: true, stream_options: {include_usage: true},
-                          temperature: Number(document.getElementById("temperature").value)}),
+                          temperature: Number(document.getElementById("temperature").value),
+                          max_tokens: Number(document.getElementById("max-tokens").value)}),
   });
   if (!response.ok) {
     const body = await response.json();
