@@ -231,14 +231,7 @@ class LlamaModel:
         batch, length = ids.shape
         start = cache.get_seq_length(0) if cache is not None else 0
         host_positions = np.arange(start, start + length) if cache_position is None else np.asarray(cache_position)
-        positions = Tensor.wrap(backend.from_host(host_positions.astype(np.int64)), backend)
-        angles = xp.astype(positions.array, xp.float32)[..., None] * self.inv_freq.array
-        cos, sin = xp.cos(angles), xp.sin(angles)
-        # (T, 2, D/2) factors that rotate both halves of a head at once (see _heads); with a
-        # position per row ((B, T) cache_position: rows of different lengths), (B, 1, T, 2, D/2).
-        cos, sin = xp.stack([cos, cos], axis=-2), xp.stack([-sin, sin], axis=-2)
-        if host_positions.ndim == 2:
-            cos, sin = cos[:, None, ...], sin[:, None, ...]
+        positions, (cos, sin) = self._rotary(host_positions)
         x = xp.take(self.embed.array, backend.from_host(ids.reshape(-1)), axis=0)
         x = xp.reshape(x, (batch, length, c.hidden_size))
         keep = logits_to_keep if 0 < logits_to_keep < length else length
@@ -278,13 +271,7 @@ class LlamaModel:
         prepared, tokens = [], []
         for ids, batch, cache_position in groups:
             ids = np.asarray(ids, dtype=np.int64)
-            host = np.asarray(cache_position, dtype=np.int64)
-            positions = Tensor.wrap(backend.from_host(host), backend)
-            angles = xp.astype(positions.array, xp.float32)[..., None] * self.inv_freq.array
-            cos, sin = xp.cos(angles), xp.sin(angles)
-            cos, sin = xp.stack([cos, cos], axis=-2), xp.stack([-sin, sin], axis=-2)
-            if host.ndim == 2:
-                cos, sin = cos[:, None, ...], sin[:, None, ...]
+            positions, (cos, sin) = self._rotary(np.asarray(cache_position))
             prepared.append((ids.shape, list(batch), cache_position, positions, cos, sin))
             tokens.append(ids.reshape(-1))
         x = xp.take(self.embed.array, backend.from_host(np.concatenate(tokens)), axis=0)[None, ...]  # (1, N, hidden)
@@ -326,6 +313,19 @@ class LlamaModel:
             out.append(Tensor.wrap(logits[start:start + rows, ...], backend))
             start += rows
         return out
+
+    def _rotary(self, host_positions) -> tuple:
+        """The positions as a Tensor, and the rotary factors ``(cos, sin)``: ``(T, 2, D/2)``,
+        rotating both halves of a head at once (see ``_heads``); with a position per row
+        (``(B, T)``: rows of different lengths), ``(B, 1, T, 2, D/2)``."""
+        backend, xp = self.backend, self.backend.xp
+        positions = Tensor.wrap(backend.from_host(np.asarray(host_positions, dtype=np.int64)), backend)
+        angles = xp.astype(positions.array, xp.float32)[..., None] * self.inv_freq.array
+        cos, sin = xp.cos(angles), xp.sin(angles)
+        cos, sin = xp.stack([cos, cos], axis=-2), xp.stack([-sin, sin], axis=-2)
+        if positions.ndim == 2:
+            cos, sin = cos[:, None, ...], sin[:, None, ...]
+        return positions, (cos, sin)
 
     def _layer(self, layer_idx: int, x, blocks, rotary, positions: Tensor, cache, written, outputs: int):
         """Decoder layer ``layer_idx`` over the tokens ``x`` ``(B, T, hidden)`` (in ``blocks`` of
