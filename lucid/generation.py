@@ -36,8 +36,10 @@ def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None
 
     ``sliding`` gives every layer the model's sliding window; ``hybrid`` gives each layer the
     kind its attention needs (a sliding window for ``"sliding"`` layers, a dynamic layer for
-    ``"full"`` ones); ``quantized-8``/``quantized-4`` quantize every layer (groups of the whole
-    head dimension up to 64, the last 32 positions in full precision); ``paged`` is a
+    ``"full"`` ones); ``quantized-8``/``quantized-4`` quantize every layer (keys per channel over
+    groups of 64 positions, values per position over groups of 64 head-dimension values, or of
+    the largest divisor of the head dimension below 64; the last 32 to 95 positions in full
+    precision); ``paged`` is a
     :class:`~lucid.nn.PagedKVCache` with blocks of 16 for every row.
 
     Examples
@@ -60,7 +62,7 @@ def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None
     if kind == "sliding":
         return nn.SlidingWindowKVCache(c.sliding_window, sink_tokens=c.sink_tokens)
     if kind in ("quantized-8", "quantized-4"):
-        return nn.QuantizedKVCache(bits=int(kind[-1]), group_size=min(64, c.head_dim), residual_length=32)
+        return nn.QuantizedKVCache(bits=int(kind[-1]), group_size=_value_group(c.head_dim), residual_length=32)
     if kind == "hybrid":
         return nn.HybridKVCache([
             nn.SlidingWindowLayer(c.sliding_window, c.sink_tokens) if c.layer_type(i) == "sliding" else nn.DynamicLayer()
@@ -72,6 +74,11 @@ def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None
     if kind == "none":
         return None
     raise ValueError(f"cache must be one of {', '.join(CACHE_KINDS)}; got {kind!r}")
+
+
+def _value_group(head_dim: int) -> int:
+    """The quantized caches' group size: 64, or the largest divisor of ``head_dim`` below it."""
+    return max(size for size in range(1, 65) if head_dim % size == 0)
 
 
 def _last_logits(model, tokens: np.ndarray):

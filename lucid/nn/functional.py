@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 
 from ..tensor import Tensor
+from .cache.quantized_codes import QuantizedTensor
+from .quantized_attention import CODES_ROWS, attend_codes
 
 
 def _tensor(x, name: str) -> Tensor:
@@ -99,16 +101,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
     """
     query, key, value = _tensor(query, "query"), _tensor(key, "key"), _tensor(value, "value")
     xp = query.backend.xp
-    q, k, v = query.array, query.as_operand(key), query.as_operand(value)
-    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError(f"query, key and value must be 4-D (B, H, L, D); got {q.shape}, {k.shape}, {v.shape}")
-    batch, q_heads, q_len, dim = q.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
-    if q_heads % kv_heads or v.shape[1] != kv_heads or v.shape[2] != k_len or k.shape[3] != dim:
-        raise ValueError(
-            f"shapes do not fit: query {tuple(q.shape)}, key {tuple(k.shape)}, value {tuple(v.shape)}; "
-            "query heads must be a multiple of key/value heads and key/value must share their length"
-        )
+    _check_shapes(query.shape, key.shape, value.shape)
+    batch, q_heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
     scale = 1.0 / math.sqrt(dim) if scale is None else scale
     allowed = additive = None
     if attn_mask is not None:
@@ -117,6 +112,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
             allowed = mask
         else:
             additive = mask
+    if (isinstance(key, QuantizedTensor) and isinstance(value, QuantizedTensor) and additive is None
+            and key.backend is query.backend and value.backend is query.backend
+            and q_heads // kv_heads * q_len <= CODES_ROWS):
+        # A decode step over a quantized layer: read the codes, never the full-precision history.
+        if is_causal:
+            causal = xp.arange(k_len)[None, :] <= xp.arange(k_len - q_len, k_len)[:, None]
+            allowed = causal if allowed is None else (allowed & causal)
+        if allowed is not None and bool(xp.all(allowed)):
+            allowed = None
+        return query.with_array(attend_codes(xp, query.array, key.codes, value.codes, allowed, scale))
+    q, k, v = query.array, query.as_operand(key), query.as_operand(value)
     # Blocks of queries and batch rows whose scores stay small enough to live in the CPU's
     # cache (the full (B, H, Lq, Lk) matrix of a long prefill would be hundreds of megabytes,
     # written and read several times), with enough query rows per block for efficient matrix
@@ -169,6 +175,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
     # Independent blocks: the backend may run them at once (NumPy: one per core).
     results = query.backend.map_blocks(block, tasks)
     return query.with_array(results[0] if out is None else out)
+
+
+def _check_shapes(q: tuple, k: tuple, v: tuple) -> None:
+    """``ValueError`` unless query, key and value shapes fit one attention."""
+    if len(q) != 4 or len(k) != 4 or len(v) != 4:
+        raise ValueError(f"query, key and value must be 4-D (B, H, L, D); got {q}, {k}, {v}")
+    if q[1] % k[1] or v[1] != k[1] or v[2] != k[2] or k[3] != q[3]:
+        raise ValueError(
+            f"shapes do not fit: query {tuple(q)}, key {tuple(k)}, value {tuple(v)}; "
+            "query heads must be a multiple of key/value heads and key/value must share their length"
+        )
 
 
 #: Scores (``batch rows * heads * query rows * keys``) one block may produce at most: 4 MB.

@@ -6,10 +6,12 @@ from .quantized_layer import QuantizedLayer
 class QuantizedKVCache(KVCache):
     """A KV cache whose layers are all :class:`~lucid.nn.QuantizedLayer`.
 
-    Old positions are stored as ``bits``-bit codes per group of ``group_size`` head-dimension
-    values, the last ``residual_length`` in full precision. ``update``/``get`` return
-    full-precision arrays (new ones, not views). The settings are the prototype layer's
-    (``cache.prototype.bits`` and so on).
+    Old positions are stored as ``bits``-bit codes, keys per channel over groups of
+    ``group_size`` positions and values per position over groups of ``group_size`` head-dimension
+    values; the last ``residual_length`` positions (and up to ``group_size - 1`` more) in full
+    precision. ``update``/``get`` return snapshots whose full-precision arrays (new ones, not
+    views) are built when read; attention reads the codes. The settings are the prototype
+    layer's (``cache.prototype.bits`` and so on).
 
     Parameters
     ----------
@@ -25,7 +27,7 @@ class QuantizedKVCache(KVCache):
     >>> _ = cache.update(k, k, 0)
     >>> dense = nn.DynamicKVCache(); _ = dense.update(k, k, 0)
     >>> round(cache.nbytes() / dense.nbytes(), 2), cache.prototype.bits
-    (0.22, 4)
+    (0.21, 4)
     """
 
     def __init__(self, bits: int = 4, group_size: int = 64, residual_length: int = 128):
