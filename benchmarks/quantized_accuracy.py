@@ -6,12 +6,15 @@ logit error over the 64 steps when it is fed the exact tokens (so every step com
 context). Optionally the same for transformers' quantized caches (quanto, HQQ) on the same file.
 
     python benchmarks/quantized_accuracy.py [--steps 64] [--json out.json] [--transformers]
+
+transformers' quanto caches need ``optimum-quanto`` (``pip install optimum-quanto``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -20,22 +23,8 @@ from lucid import nn
 from lucid.generation import make_cache
 from lucid.models import download, load_pretrained, load_tokenizer
 
-LONG = " ".join(f"Item {i}: the {w} of the {v} is important for the {u}." for i, (w, v, u) in enumerate(
-    zip(["colour", "weight", "speed", "price", "shape"] * 12, ["car", "boat", "house", "tree", "river"] * 12,
-        ["owner", "city", "buyer", "painter", "farmer"] * 12)))
-#: The six chat prompts (the last one over 400 tokens).
-CHATS = [
-    [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "user", "content": "Write a short story about a robot who learns to paint."}],
-    [{"role": "system", "content": "You answer like a pirate."},
-     {"role": "user", "content": "Explain how a rainbow forms."}],
-    [{"role": "user", "content": "List five uses of Python, one per line."},
-     {"role": "assistant", "content": "1. Web servers\n2. Data science"},
-     {"role": "user", "content": "Continue the list with three more."}],
-    [{"role": "user", "content": "Write a haiku about the sea."}],
-    [{"role": "user", "content": "Summarise the following list in one paragraph:\n" + LONG}],
-]
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from chats import CHATS  # noqa: E402 - the six chat prompts the tests check
 
 def decode(model, ids: list, steps: int, cache, forced: list | None = None) -> tuple[list, list]:
     """Greedy tokens and each step's logits; with ``forced``, those tokens are fed instead."""
@@ -64,22 +53,61 @@ def measure(model, ids: list, steps: int, settings: dict) -> dict:
     return {"prompt_tokens": len(ids), "lucid": rows}
 
 
+def transformers_measure(model, ids: list, steps: int) -> dict:
+    """The same for transformers' quanto cache (4 and 2 bits: quanto's only widths; groups of 64,
+    residual 32, keys and values on quanto's default axis) on transformers' own model."""
+    import torch
+    import transformers
+
+    def run(cache, forced=None):
+        tokens, logits, step_input = [], [], torch.tensor([ids])
+        with torch.no_grad():
+            for i in range(steps):
+                out = model(step_input, past_key_values=cache, use_cache=True).logits[0, -1].numpy()
+                logits.append(out)
+                tokens.append(int(out.argmax()))
+                step_input = torch.tensor([[forced[i] if forced else tokens[-1]]])
+        return tokens, logits
+
+    exact, exact_logits = run(transformers.DynamicCache(config=model.config))
+    rows = {}
+    for bits in (4, 2):
+        def make():
+            return transformers.QuantizedCache(backend="quanto", config=model.config, nbits=bits, q_group_size=64,
+                                               residual_length=32)
+        free, _ = run(make())
+        _, forced = run(make(), forced=exact)
+        rows[f"quanto-{bits}"] = {"first_divergence": first_divergence(free, exact),
+                                  "max_logit_error": float(max(np.abs(a - b).max() for a, b in zip(forced, exact_logits)))}
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--transformers", action="store_true", help="transformers' quanto caches too (compare extra)")
     args = parser.parse_args()
     path = download("smollm2-135m-instruct")
     model, tokenizer = load_pretrained(path), load_tokenizer(path)
+    theirs = None
+    if args.transformers:
+        import torch
+        import transformers
+
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                                   dtype=torch.float32).eval()
     settings = {kind: (lambda kind=kind: make_cache(kind, model, 0)) for kind in ("quantized-8", "quantized-4")}
     print(f"settings: {make_cache('quantized-8', model, 0).prototype!r} (8 and 4 bits)", flush=True)
     results = []
     for chat in CHATS:
         ids = tokenizer.apply_chat_template(chat)
         row = measure(model, ids, args.steps, settings)
+        if theirs is not None:
+            row["transformers"] = transformers_measure(theirs, ids, args.steps)
         results.append(row)
         cells = "  ".join(f"{k}: diverges at {v['first_divergence']}, logit error {v['max_logit_error']:.3f}"
-                          for k, v in row["lucid"].items())
+                          for part in ("lucid", "transformers") for k, v in row.get(part, {}).items())
         print(f"{len(ids):4d} tokens  {cells}", flush=True)
     if args.json:
         with open(args.json, "w") as f:

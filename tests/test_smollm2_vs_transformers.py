@@ -10,23 +10,12 @@ import pytest
 import lucid
 from lucid.generation import generate
 
+from .chats import CHATS
+
 torch = pytest.importorskip("torch", reason="the peer checks need torch (pip install -e '.[compare]')")
 transformers = pytest.importorskip("transformers", reason="the peer checks need transformers (the compare extra)")
 pytest.importorskip("accelerate", reason="transformers loads GGUF files only with accelerate (the compare extra)")
 
-LONG = " ".join(f"Item {i}: the {w} of the {v} is important for the {u}." for i, (w, v, u) in enumerate(
-    zip(["colour", "weight", "speed", "price", "shape"] * 12, ["car", "boat", "house", "tree", "river"] * 12,
-        ["owner", "city", "buyer", "painter", "farmer"] * 12)))
-CHATS = [
-    [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "user", "content": "Write a short story about a robot who learns to paint."}],
-    [{"role": "system", "content": "You answer like a pirate."},
-     {"role": "user", "content": "Explain how a rainbow forms."}],
-    [{"role": "user", "content": "List five uses of Python, one per line."},
-     {"role": "assistant", "content": "1. Web servers\n2. Data science"},
-     {"role": "user", "content": "Continue the list with three more."}],
-    [{"role": "user", "content": "Summarise the following list in one paragraph:\n" + LONG}],
-]
 CORPUS = [
     "Hello world", "Café naïve résumé à l'œuvre", "東京は日本の首都です。北京欢迎你", "emoji 🎉🚀 👩‍👩‍👧 ✨",
     "def f(x):\n    return x**2  # square\n\n\n", "   runs   of    spaces\t\ttabs  ",

@@ -1,6 +1,10 @@
 """The sliding-window and quantized caches next to their floors, on each backend."""
+import numpy as np
+
 import lucid
 import lucid.nn as nn
+import lucid.nn.functional as F
+from lucid.models import LlamaConfig, LlamaModel
 
 from .common import BACKENDS, Floor, raw, run_steps, sync, tokens, use_backend
 
@@ -79,10 +83,12 @@ class SinksStep:
 
 
 class QuantizedStep:
-    """100 decode steps on a quantized layer of 1024 float16 tokens (B=1, H=8, D=64).
+    """100 decode steps of one attention layer over 4096 float16 positions (B=1, 9 query and 3
+    key/value heads of 64, SmolLM2's layout): each step writes a token (``cache_position=[t]``)
+    and runs attention over everything the cache returns.
 
-    A step returns every position in full precision, so it dequantizes them all: compare
-    with ``dynamic`` (the same steps on a DynamicKVCache, which returns views).
+    A quantized layer's attention reads its codes a block at a time (dequantizing each block
+    into a scratch buffer); compare with ``dynamic``, whose attention reads float16 views.
     """
 
     params = [BACKENDS, ["dynamic", "quantized 8-bit", "quantized 4-bit"]]
@@ -92,19 +98,65 @@ class QuantizedStep:
 
     def setup(self, backend, cache):
         use_backend(backend)
-        k = tokens("B1-H8-D64", 1, "float16")
-        prompt = lucid.randn(1, 8, 1024, 64).astype(lucid.Float16)
+        lucid.manual_seed(0)
+        k = lucid.randn(1, 3, 1, 64).astype(lucid.Float16)
+        q = lucid.randn(1, 9, 1, 64).astype(lucid.Float16)
+        prompt = lucid.randn(1, 3, 4096, 64).astype(lucid.Float16)
         if cache == "dynamic":
             self.cache = nn.DynamicKVCache()
         else:
             self.cache = nn.QuantizedKVCache(bits=int(cache.split()[1][0]), group_size=64, residual_length=128)
         self.cache.update(prompt, prompt, 0)
         update = self.cache.update
-        self.step = lambda t: update(k, k, 0, cache_position=[t])
+
+        def step(t):
+            keys, values = update(k, k, 0, cache_position=[t])
+            F.scaled_dot_product_attention(q, keys, values)
+
+        self.step = step
         sync()
 
-    def time_100_updates(self, *params):
-        run_steps(self.step, 1024, 100)
+    def time_100_steps(self, *params):
+        run_steps(self.step, 4096, 100)
+
+
+class QuantizedModelStep:
+    """One decode step of a model shaped like SmolLM2 (hidden 576, 9 query / 3 key-value heads of
+    64, MLP 1536; 8 layers, random weights) at 4096 positions of context: the update and the
+    attention of every layer, and the rest of the model, with each cache kind.
+    ``track_bytes_ratio``: the bytes each cache holds over the dynamic cache's.
+    """
+
+    params = [BACKENDS, ["dynamic", "quantized 8-bit", "quantized 4-bit"]]
+    param_names = ["backend", "cache"]
+    number = 1
+    warmup_time = 0
+    repeat = (5, 10, 60.0)
+    timeout = 600
+
+    def setup(self, backend, cache):
+        use_backend(backend)
+        config = LlamaConfig(vocab_size=4096, hidden_size=576, intermediate_size=1536, num_layers=8, num_heads=9,
+                             num_kv_heads=3, head_dim=64)
+        self.model = LlamaModel.random(config)
+        context = np.random.default_rng(0).integers(0, config.vocab_size, size=(1, 4096))
+        self.caches = {"dynamic": nn.DynamicKVCache()}
+        if cache != "dynamic":
+            bits = int(cache.split()[1][0])
+            self.caches[cache] = nn.QuantizedKVCache(bits=bits, group_size=64, residual_length=128)
+        for target in self.caches.values():
+            self.model.forward(context, cache=target, logits_to_keep=1)
+        self.cache, self.token = self.caches[cache], np.array([[1]])
+        sync()
+
+    def time_step(self, *params):
+        self.model.forward(self.token, cache=self.cache, logits_to_keep=1)
+        sync()
+
+    def track_bytes_ratio(self, *params):
+        return self.cache.nbytes() / self.caches["dynamic"].nbytes()
+
+    track_bytes_ratio.unit = "cache / dynamic bytes"
 
 
 class QuantizedMemory:
