@@ -31,7 +31,13 @@ def main():
     tracemalloc.stop()
     arrays = [model.embed, model.norm, model.unembed]
     arrays += [t for layer in model.layers for t in layer.values() if t is not None]
-    weights = sum(t.array.nbytes for t in arrays)
+    owners = {}  # the arrays that own memory (a tied output projection is a view of the embedding)
+    for t in arrays:
+        owner = t.array
+        while getattr(owner, "base", None) is not None:
+            owner = owner.base
+        owners[id(owner)] = owner
+    weights = sum(owner.nbytes for owner in owners.values())
     mib = 2**20
     print(f"{path.name}: loaded in {seconds:.1f} s; weights {weights / mib:.0f} MiB (float32); peak allocations while "
           f"loading {peak / mib:.0f} MiB = {peak / weights:.2f}x the weights; resident {before / mib:.0f} MiB before, "

@@ -7,7 +7,7 @@ context). Optionally the same for transformers' quantized caches (quanto, HQQ) o
 
     python benchmarks/quantized_accuracy.py [--steps 64] [--json out.json] [--transformers]
 
-transformers' quanto caches need ``optimum-quanto`` (``pip install optimum-quanto``).
+transformers' quantized caches need ``optimum-quanto`` and ``hqq`` (``pip install optimum-quanto hqq``).
 """
 from __future__ import annotations
 
@@ -54,8 +54,9 @@ def measure(model, ids: list, steps: int, settings: dict) -> dict:
 
 
 def transformers_measure(model, ids: list, steps: int) -> dict:
-    """The same for transformers' quanto cache (4 and 2 bits: quanto's only widths; groups of 64,
-    residual 32, keys and values on quanto's default axis) on transformers' own model."""
+    """The same for transformers' quantized caches on transformers' own model: quanto (4 and 2
+    bits, its only widths) and HQQ (8 and 4 bits); groups of 64, residual 32, each backend's
+    default axes."""
     import torch
     import transformers
 
@@ -71,14 +72,15 @@ def transformers_measure(model, ids: list, steps: int) -> dict:
 
     exact, exact_logits = run(transformers.DynamicCache(config=model.config))
     rows = {}
-    for bits in (4, 2):
+    for backend, bits in (("quanto", 4), ("quanto", 2), ("hqq", 8), ("hqq", 4)):
         def make():
-            return transformers.QuantizedCache(backend="quanto", config=model.config, nbits=bits, q_group_size=64,
+            return transformers.QuantizedCache(backend=backend, config=model.config, nbits=bits, q_group_size=64,
                                                residual_length=32)
         free, _ = run(make())
         _, forced = run(make(), forced=exact)
-        rows[f"quanto-{bits}"] = {"first_divergence": first_divergence(free, exact),
-                                  "max_logit_error": float(max(np.abs(a - b).max() for a, b in zip(forced, exact_logits)))}
+        rows[f"{backend}-{bits}"] = {"first_divergence": first_divergence(free, exact),
+                                     "max_logit_error": float(max(np.abs(a - b).max()
+                                                                  for a, b in zip(forced, exact_logits)))}
     return rows
 
 
@@ -86,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--json", help="write the results here too")
-    parser.add_argument("--transformers", action="store_true", help="transformers' quanto caches too (compare extra)")
+    parser.add_argument("--transformers", action="store_true", help="transformers' quanto and HQQ caches too (compare extra)")
     args = parser.parse_args()
     path = download("smollm2-135m-instruct")
     model, tokenizer = load_pretrained(path), load_tokenizer(path)

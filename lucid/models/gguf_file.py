@@ -179,15 +179,56 @@ class GGUFWeights:
         tensor = self.tensors.get(gguf_name(name))
         if tensor is None:
             raise ValueError(f"{self.path}: no tensor {gguf_name(name)!r} (transformers' {name!r})")
-        array = np.asarray(quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
-        if np.may_share_memory(array, tensor.data):  # an F32 tensor comes back as a view of the mapped file
-            array = array.copy()
+        array = _dequantize_rows(quants, tensor.data, tensor.tensor_type, transpose=False)
         rotary = ".attn_q." in tensor.name or ".attn_k." in tensor.name
         if rotary and self.architecture in ("llama", "mistral") and tensor.name.endswith(".weight"):
             heads = int(self._required("attention.head_count" if ".attn_q." in tensor.name
                                        else "attention.head_count_kv"))
             array = _unpermute_rotary(array, heads)
         return array
+
+    def get_transposed(self, name: str) -> np.ndarray:
+        """``get(name).T`` as a new C-contiguous array, written a block of rows at a time: the
+        full-size untransposed tensor never exists (loading a tied embedding of 49,152 x 576
+        otherwise holds two copies of it for a moment).
+
+        Examples
+        --------
+        >>> import numpy as np, pathlib, tempfile
+        >>> from lucid.models.gguf_file import GGUFWeights, write_gguf
+        >>> from lucid.models.llama import LlamaConfig, random_weights
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.gguf"
+        >>> weights = GGUFWeights(write_gguf(path, LlamaConfig(), random_weights(LlamaConfig())))
+        >>> name = "model.layers.0.mlp.up_proj.weight"
+        >>> bool(np.array_equal(weights.get_transposed(name), weights.get(name).T))
+        True
+        """
+        from gguf import quants
+
+        tensor = self.tensors.get(gguf_name(name))
+        if tensor is None or ".attn_q." in tensor.name or ".attn_k." in tensor.name:
+            return np.ascontiguousarray(self.get(name).T)  # missing (get says so), or rows to reorder first
+        return _dequantize_rows(quants, tensor.data, tensor.tensor_type, transpose=True)
+
+
+#: Rows dequantized at once: the temporaries of a block stay a few MiB, whatever the tensor.
+ROWS_PER_BLOCK = 1024
+
+
+def _dequantize_rows(quants, data, tensor_type, transpose: bool) -> np.ndarray:
+    """A new float32 array of the tensor ``data`` (rows of the mapped file; transposed if
+    ``transpose``, 2-D tensors only), dequantized a block of rows at a time into it: the float32
+    result is the only full-size array made."""
+    if data.ndim < 2:
+        return np.array(quants.dequantize(data, tensor_type), dtype=np.float32)
+    first = quants.dequantize(data[:ROWS_PER_BLOCK], tensor_type)
+    shape = (data.shape[0], first.shape[1])
+    out = np.empty(shape[::-1] if transpose else shape, dtype=np.float32)
+    rows = out.T if transpose else out
+    rows[:ROWS_PER_BLOCK] = first
+    for start in range(ROWS_PER_BLOCK, data.shape[0], ROWS_PER_BLOCK):
+        rows[start:start + ROWS_PER_BLOCK] = quants.dequantize(data[start:start + ROWS_PER_BLOCK], tensor_type)
+    return out
 
 
 def _unpermute_rotary(weight: np.ndarray, heads: int) -> np.ndarray:
