@@ -152,7 +152,8 @@ class LlamaModel:
 
         c = config
         self.norm = tensor("model.norm.weight")
-        if c.tie_word_embeddings and "lm_head.weight" not in weights:
+        self.tied = c.tie_word_embeddings and "lm_head.weight" not in weights
+        if self.tied:
             # One copy, laid out for the output projection (the product every step runs, 5-40%
             # faster on a contiguous (hidden, vocab) matrix); the lookups read it transposed.
             self.unembed = tensor("model.embed_tokens.weight", transpose=True)
@@ -241,8 +242,7 @@ class LlamaModel:
         start = cache.get_seq_length(0) if cache is not None else 0
         host_positions = np.arange(start, start + length) if cache_position is None else np.asarray(cache_position)
         positions, (cos, sin) = self._rotary(host_positions)
-        x = xp.take(self.embed.array, backend.from_host(ids.reshape(-1)), axis=0)
-        x = xp.reshape(x, (batch, length, c.hidden_size))
+        x = xp.reshape(self._lookup(backend.from_host(ids.reshape(-1))), (batch, length, c.hidden_size))
         keep = logits_to_keep if 0 < logits_to_keep < length else length
         written = host_positions.tolist() if cache_position is None else cache_position  # as the caller gave them
         blocks = _token_blocks(batch, length)
@@ -283,7 +283,7 @@ class LlamaModel:
             positions, (cos, sin) = self._rotary(np.asarray(cache_position))
             prepared.append((ids.shape, list(batch), cache_position, positions, cos, sin))
             tokens.append(ids.reshape(-1))
-        x = xp.take(self.embed.array, backend.from_host(np.concatenate(tokens)), axis=0)[None, ...]  # (1, N, hidden)
+        x = self._lookup(backend.from_host(np.concatenate(tokens)))[None, ...]  # (1, N, hidden)
         for layer_idx in range(c.num_layers):
             w = self.layers[layer_idx]
             h = self._rms(x, w["norm1"].array)
@@ -394,6 +394,18 @@ class LlamaModel:
         h = self._rms(x, w["norm2"].array)
         gate = self._linear(h, w["gate"], None)
         return x + self._linear(gate / (1.0 + xp.exp(-gate)) * self._linear(h, w["up"], None), w["down"], None)
+
+    def _lookup(self, ids):
+        """The embeddings ``(N, hidden)`` of the token ids ``ids`` (a backend array), a new
+        C-contiguous array. A tied embedding is stored as the output projection's ``(hidden,
+        vocab)`` matrix: its columns are gathered (taking rows of its transposed view would
+        make NumPy copy the whole matrix first)."""
+        xp = self.backend.xp
+        if self.tied:
+            out = xp.empty((ids.shape[0], self.config.hidden_size), dtype=self.unembed.array.dtype)
+            out[...] = xp.matrix_transpose(xp.take(self.unembed.array, ids, axis=1))
+            return out
+        return xp.take(self.embed.array, ids, axis=0)
 
     def _linear(self, x, weight: Tensor, bias):
         w = weight.array
