@@ -83,12 +83,12 @@ class SinksStep:
 
 
 class QuantizedStep:
-    """100 decode steps of one attention layer over 4096 float16 positions (B=1, 9 query and 3
-    key/value heads of 64, SmolLM2's layout): each step writes a token (``cache_position=[t]``)
-    and runs attention over everything the cache returns.
+    """100 decode steps of one attention layer over 4096 float32 positions (B=1, 9 query and 3
+    key/value heads of 64, SmolLM2's layout), as a float32 model runs them: each step writes a
+    token (``cache_position=[t]``) and runs attention over everything the cache returns.
 
-    A quantized layer's attention reads its codes a block at a time (dequantizing each block
-    into a scratch buffer); compare with ``dynamic``, whose attention reads float16 views.
+    A quantized layer's attention reads its codes a block at a time (converting each block to
+    floats, its scales folded into the queries and weights); ``dynamic``'s reads float32 views.
     """
 
     params = [BACKENDS, ["dynamic", "quantized 8-bit", "quantized 4-bit"]]
@@ -99,9 +99,9 @@ class QuantizedStep:
     def setup(self, backend, cache):
         use_backend(backend)
         lucid.manual_seed(0)
-        k = lucid.randn(1, 3, 1, 64).astype(lucid.Float16)
-        q = lucid.randn(1, 9, 1, 64).astype(lucid.Float16)
-        prompt = lucid.randn(1, 3, 4096, 64).astype(lucid.Float16)
+        k = lucid.randn(1, 3, 1, 64)
+        q = lucid.randn(1, 9, 1, 64)
+        prompt = lucid.randn(1, 3, 4096, 64)
         if cache == "dynamic":
             self.cache = nn.DynamicKVCache()
         else:
