@@ -180,6 +180,17 @@ def test_a_decode_step_never_builds_the_history_in_full_precision():
     np.testing.assert_allclose(out.numpy(), want.numpy(), atol=2e-5)
 
 
+def test_attention_over_a_layer_cropped_to_nothing_is_zero(backend_name):
+    cache = nn.QuantizedKVCache(bits=8, group_size=4, residual_length=2)
+    cache.update(*kv(t=9), 0)
+    cache.crop(0)
+    k, v = cache.get(0)
+    q = on_backend(np.ones((2, 3, 1, 4), np.float32))
+    for keys, values in ((k, v), (on_backend(k.numpy()), on_backend(v.numpy()))):  # from codes, and dense
+        out = F.scaled_dot_product_attention(q, keys, values).numpy()
+        assert out.shape == (2, 3, 1, 4) and not out.any()
+
+
 def test_keys_with_an_outlier_channel_keep_the_quiet_channels_fine():
     """Per-channel key groups: a channel 100 times wider than the others costs those others
     nothing (per-token groups would give every channel the wide one's step)."""

@@ -104,6 +104,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
     _check_shapes(query.shape, key.shape, value.shape)
     batch, q_heads, q_len, dim = query.shape
     kv_heads, k_len = key.shape[1], key.shape[2]
+    if k_len == 0:  # no keys (a layer cropped to nothing): every row attends nothing
+        return query.with_array(xp.zeros((batch, q_heads, q_len, value.shape[-1]), dtype=query.array.dtype))
     scale = 1.0 / math.sqrt(dim) if scale is None else scale
     allowed = additive = None
     if attn_mask is not None:
