@@ -135,9 +135,10 @@ class LlamaModel:
         transposed = getattr(weights, "get_transposed", None)  # a reader that transposes as it loads
 
         def tensor(name, transpose=False):
-            host = transposed(name) if transpose and transposed is not None else weights.get(name)
-            if transpose and transposed is not None and host is not None:
-                host = host.T  # read back in the stored layout: checked below, copied by nothing
+            if transpose and transposed is not None:
+                host = transposed(name).T  # in the stored layout again: checked below, copied by nothing
+            else:
+                host = weights.get(name)
             if host is None:
                 raise ValueError(f"weights: no tensor {name!r}; a {config.architecture} needs the names "
                                  "transformers gives its tensors")
@@ -152,8 +153,8 @@ class LlamaModel:
 
         c = config
         self.norm = tensor("model.norm.weight")
-        self.tied = c.tie_word_embeddings and "lm_head.weight" not in weights
-        if self.tied:
+        self._tied = c.tie_word_embeddings and "lm_head.weight" not in weights
+        if self._tied:
             # One copy, laid out for the output projection (the product every step runs, 5-40%
             # faster on a contiguous (hidden, vocab) matrix); the lookups read it transposed.
             self.unembed = tensor("model.embed_tokens.weight", transpose=True)
@@ -401,7 +402,7 @@ class LlamaModel:
         vocab)`` matrix: its columns are gathered (taking rows of its transposed view would
         make NumPy copy the whole matrix first)."""
         xp = self.backend.xp
-        if self.tied:
+        if self._tied:
             out = xp.empty((ids.shape[0], self.config.hidden_size), dtype=self.unembed.array.dtype)
             out[...] = xp.matrix_transpose(xp.take(self.unembed.array, ids, axis=1))
             return out
