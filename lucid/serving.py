@@ -30,6 +30,11 @@ class Request:
     finished: bool = False
     reason: str | None = None  # why it finished: "stop" (a stop id), "length" (max_new_tokens), "cancelled"
     fetched: int = 0  # prompt ids found in the prefix store (its chunks need no storing)
+    choices: list = field(default_factory=list)  # the other choices of its prompt, forked once it is prefilled
+    given: int = field(init=False)  # the prompt's length as the request gave it
+
+    def __post_init__(self) -> None:
+        self.given = len(self.prompt)
 
 
 class Engine:
@@ -97,16 +102,24 @@ class Engine:
     # -- requests ------------------------------------------------------------
     def add_request(self, prompt=None, max_new_tokens: int = 128, temperature: float = 0.0,
                     top_p: float | None = None, top_k: int | None = None, seed: int | None = None,
-                    stop=None, messages=None) -> int:
+                    stop=None, messages=None, n: int = 1) -> int:
         """Queue a request: ``prompt`` ids, or chat ``messages`` (rendered with the tokenizer's
         chat template); its id. ``stop``: ids that end it (default: the tokenizer's stop ids).
+
+        ``n`` > 1 asks for that many choices of the prompt, with the ids ``id, id + 1, ...,
+        id + n - 1``: the prompt is prefilled once, then its sequence is forked (every block
+        shared, copy-on-write) and each choice samples its own tokens from there, choice ``j``
+        with ``seed + j`` (each the tokens a request of its own with that seed would give).
 
         Examples
         --------
         >>> from lucid.models import LlamaModel
         >>> from lucid.serving import Engine
-        >>> Engine(LlamaModel.random(), num_blocks=8).add_request([1, 2], max_new_tokens=3)
-        0
+        >>> engine = Engine(LlamaModel.random(), num_blocks=8)
+        >>> engine.add_request([1, 2], max_new_tokens=3), engine.add_request([3], max_new_tokens=2, n=3)
+        (0, 1)
+        >>> sorted(engine.requests)
+        [0, 1, 2, 3]
         """
         if (prompt is None) == (messages is None):
             raise ValueError("give the prompt's ids or chat messages, not both and not neither")
@@ -128,11 +141,15 @@ class Engine:
                              f"{len(ids) + max_new_tokens} positions, more than the pool's {room}")
         if stop is None and self.tokenizer is not None:
             stop = self.tokenizer.stop_token_ids
+        n = check_int(n, "n", minimum=1)
         temperature, top_k, top_p, seed, stops = check_sampling(temperature, top_k, top_p, seed, 1, stop)
-        request = Request(self._next, [int(t) for t in ids], max_new_tokens, (temperature, top_k, top_p), stops,
-                          np.random.default_rng(seed))
-        self._next += 1
-        self.requests[request.id] = request
+        choices = [Request(self._next + j, [int(t) for t in ids], max_new_tokens, (temperature, top_k, top_p), stops,
+                           np.random.default_rng(None if seed is None else seed + j)) for j in range(n)]
+        self._next += n
+        for choice in choices:
+            self.requests[choice.id] = choice
+        request = choices[0]
+        request.choices = choices[1:]
         self.waiting.append(request)
         return request.id
 
@@ -272,10 +289,9 @@ class Engine:
         return emitted
 
     def _blocks_needed(self, requests: list) -> int:
-        """Blocks one more decoded token of each request takes (a row whose blocks are full)."""
-        size = self.cache.block_size
-        return sum(1 for r in requests if self.cache.lengths[r.sequence] and
-                   min(self.cache.lengths[r.sequence]) % size == 0)
+        """Blocks one more decoded token of each request takes (a row whose blocks are full, or
+        whose last block it shares with a fork)."""
+        return self.cache.blocks_needed([r.sequence for r in requests]) if requests else 0
 
     def _free_blocks(self) -> int:
         return self.cache.num_blocks - self.cache.blocks_used()
@@ -289,9 +305,10 @@ class Engine:
     def _preempt(self, request: Request) -> None:
         self.cache.remove_sequence(request.sequence)
         self.running.remove(request)
-        # What the cache held: the prompt and every token but the last (the next step's input).
+        # What the cache held: the prompt and every token but the last (the next step's input),
+        # from the prompt as given (a request preempted again before it decoded holds no more).
         request.sequence, request.prefilled = None, 0
-        request.prompt, request.resuming = request.prompt + request.tokens[:-1], True
+        request.prompt, request.resuming = request.prompt[:request.given] + request.tokens[:-1], True
         self.waiting.appendleft(request)
         self.preemptions += 1
 
@@ -330,7 +347,19 @@ class Engine:
         if request.resuming:  # its last token was decoded before the preemption: it goes on from there
             request.resuming = False
             return []
-        return self._emit(request, logits)
+        # The other choices of the prompt: forks of this sequence, before this choice's token
+        # (which may finish it and free its blocks), each sampling from the same logits.
+        choices, request.choices = [c for c in request.choices if not c.finished], []
+        for choice in choices:
+            self.cache.batch = []
+            choice.sequence, choice.prefilled = self.cache.fork(request.sequence), len(choice.prompt)
+            self.running.append(choice)
+            self.prompt_tokens += len(choice.prompt)
+            self.cached_tokens += len(choice.prompt)
+        emitted = self._emit(request, logits)
+        for choice in choices:
+            emitted += self._emit(choice, logits)
+        return emitted
 
     def _fetch(self, request: Request) -> None:
         """Extend the request's cached prefix from the prefix store, when it may hold more."""
@@ -377,6 +406,9 @@ class Engine:
         if request.finished:
             return
         request.finished, request.reason = True, reason
+        # Choices still to be forked from it go on as requests of their own.
+        self.waiting.extend(c for c in request.choices if not c.finished)
+        request.choices = []
         if request.sequence is not None:
             self.cache.remove_sequence(request.sequence)
             request.sequence = None

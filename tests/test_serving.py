@@ -142,3 +142,44 @@ def test_engines_sharing_a_prefix_store_fetch_each_other_s_prompts_exactly():
     c = second.add_request(system + [9, 9], max_new_tokens=3)  # its own blocks hold as much: no fetch
     run(second)
     assert second.tokens(c) == alone(system + [9, 9], 3) and second.cached_tokens == 32 + 40
+
+
+def test_n_choices_are_forks_of_one_prefill_each_as_its_seed_alone_gives():
+    engine = Engine(MODEL, num_blocks=64, block_size=8)
+    first = engine.add_request(PROMPTS[3], max_new_tokens=9, temperature=0.8, seed=5, n=3)
+    engine.step()  # the whole prompt, then the forks: one prefill for the three choices
+    assert engine.cached_tokens == 2 * len(PROMPTS[3]) and engine.prompt_tokens == 3 * len(PROMPTS[3])
+    prompt_blocks = -(-len(PROMPTS[3]) // 8)
+    assert engine.cache.blocks_used() == prompt_blocks  # one prompt's blocks, shared by three
+    engine.step()  # the first decode writes into the shared, part-full last block: two copy it
+    assert engine.cache.blocks_used() == prompt_blocks + 2
+    run(engine)
+    for j in range(3):
+        assert engine.tokens(first + j) == alone(PROMPTS[3], 9, temperature=0.8, seed=5 + j)
+    greedy = engine.add_request(PROMPTS[1], max_new_tokens=5, n=2)
+    run(engine)
+    assert engine.tokens(greedy) == engine.tokens(greedy + 1) == alone(PROMPTS[1], 5)
+    assert engine.cache.blocks_used() == 0
+
+
+def test_forks_in_a_tight_pool_and_cancelled_choices():
+    # 6 blocks of 4 for three choices of 6 + 10 positions: forks share, copy, get preempted
+    engine = Engine(MODEL, num_blocks=6, block_size=4)
+    first = engine.add_request(PROMPTS[0] + [7, 8, 9], max_new_tokens=10, n=3)
+    run(engine)
+    assert engine.preemptions > 0
+    for j in range(3):
+        assert engine.tokens(first + j) == alone(PROMPTS[0] + [7, 8, 9], 10)
+    # A choice cancelled before the fork is never forked; a first choice cancelled before its
+    # prompt is whole leaves the others to run as requests of their own.
+    engine = Engine(MODEL, num_blocks=64, block_size=8, max_batch_tokens=16)
+    first = engine.add_request(PROMPTS[3], max_new_tokens=4, n=3)
+    engine.cancel(first + 1)
+    engine.step()
+    engine.cancel(first)
+    run(engine)
+    assert engine.finish_reason(first) == engine.finish_reason(first + 1) == "cancelled"
+    assert engine.tokens(first + 1) == [] and engine.tokens(first + 2) == alone(PROMPTS[3], 4)
+    assert engine.cache.blocks_used() == 0
+    with pytest.raises(ValueError, match="n must be"):
+        engine.add_request([1], n=0)

@@ -123,13 +123,11 @@ def create_app(worker: EngineWorker, tokenizer, model_id: str, api_key: str | No
             return lambda token, reason: loop.call_soon_threadsafe(queue.put_nowait, (choice, token, reason))
 
         try:
-            for index, ids in enumerate(job.prompts):
-                for j in range(job.n):
-                    choice = index * job.n + j
-                    future = worker.submit(sink(choice), prompt=ids, max_new_tokens=job.max_tokens or context - len(ids),
-                                           temperature=job.temperature, top_p=job.top_p, top_k=job.top_k,
-                                           seed=None if job.seed is None else job.seed + j)
-                    request_ids.append(await asyncio.wrap_future(future))
+            for index, ids in enumerate(job.prompts):  # the n choices of a prompt: forks of one prefill
+                future = worker.submit([sink(index * job.n + j) for j in range(job.n)], prompt=ids,
+                                       max_new_tokens=job.max_tokens or context - len(ids), temperature=job.temperature,
+                                       top_p=job.top_p, top_k=job.top_k, seed=job.seed)
+                request_ids.extend(await asyncio.wrap_future(future))
         except QueueFull as error:
             cancel(request_ids)
             raise APIError(429, f"the server is busy ({error}); retry shortly", kind="rate_limit_error") from None

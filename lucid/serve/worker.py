@@ -49,8 +49,8 @@ class EngineWorker:
     ...     tokens.append(token)
     ...     if reason:
     ...         done.set()
-    >>> worker.submit(sink, prompt=[1, 2, 3], max_new_tokens=4).result()
-    0
+    >>> worker.submit([sink], prompt=[1, 2, 3], max_new_tokens=4).result()
+    [0]
     >>> done.wait(60), len(tokens)
     (True, 4)
     >>> worker.stop()
@@ -89,15 +89,17 @@ class EngineWorker:
         self._commands.put((function, future))
         return future
 
-    def submit(self, sink: Sink, **request) -> concurrent.futures.Future:
-        """Add a request (``Engine.add_request``'s arguments); the future gives its id, or raises
-        what ``add_request`` raised, or :class:`QueueFull`."""
-        def add() -> int:
+    def submit(self, sinks: list, **request) -> concurrent.futures.Future:
+        """Add a request (``Engine.add_request``'s arguments) with one choice per sink (``n`` is
+        their number: forks of one prefill); the future gives the choices' ids, or raises what
+        ``add_request`` raised, or :class:`QueueFull`."""
+        def add() -> list:
             if len(self.engine.waiting) >= self.max_waiting:
                 raise QueueFull(f"{len(self.engine.waiting)} requests already wait for the engine")
-            request_id = self.engine.add_request(**request)
-            self._sinks[request_id] = sink
-            return request_id
+            first = self.engine.add_request(n=len(sinks), **request)
+            for j, sink in enumerate(sinks):
+                self._sinks[first + j] = sink
+            return [first + j for j in range(len(sinks))]
         return self.call(add)
 
     def cancel(self, request_id: int) -> concurrent.futures.Future:

@@ -169,6 +169,27 @@ class PagedKVCache(Cache):
         self.batch.append(twin)
         return twin
 
+    def blocks_needed(self, seqs, count: int = 1) -> int:
+        """Free blocks a write of ``count`` positions to each of ``seqs`` would take: blocks past
+        the ends of their tables, and copies of the blocks they share (copy-on-write).
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.PagedKVCache(4, block_size=4)
+        >>> _ = cache.update(lucid.randn(1, 1, 6, 2), lucid.randn(1, 1, 6, 2), 0)
+        >>> twin = cache.fork(0)
+        >>> cache.blocks_needed([0]), cache.blocks_needed([0, twin])  # the last sharer writes in place
+        (1, 1)
+        >>> cache.blocks_needed([0, twin], count=3)  # and the block after it: one each
+        3
+        """
+        seqs = list(seqs)
+        for seq in seqs:
+            self._check_seq(seq, "seqs")
+        starts = [self._length(seq, 0) if seq in self.lengths else 0 for seq in seqs]
+        return len(self._plan(seqs, starts, check_int(count, "count", minimum=1), pretend=True)[1])
+
     def remove_sequence(self, seq: int) -> None:
         """Forget ``seq``: its blocks go back to the pool (those it shared stay with the others).
 
@@ -412,14 +433,18 @@ class PagedKVCache(Cache):
                              f"{held[2].lucid_dtype}; the update has {spec.step_k[1:]} in {spec.lucid_dtype}")
         return spec
 
-    def _plan(self, batch: list, starts: list, count: int):
+    def _plan(self, batch: list, starts: list, count: int, pretend: bool = False):
         """Each sequence's table after a write of ``count`` positions from its ``starts`` entry, with the copy-on-write copies
         it needs (``seq -> (table, [(old, new)])``), and the free blocks that takes; a
-        ``ValueError`` naming ``num_blocks`` when there are too few."""
+        ``ValueError`` naming ``num_blocks`` when there are too few (``pretend``: never, and
+        the blocks taken are placeholders, for counting)."""
         free, cached, taken, plan = list(self._free), list(self._cached), [], {}
         sharers = {}  # a block shared within this batch: every sharer but the last copies it
 
         def take() -> int:
+            if pretend:
+                taken.append(-1 - len(taken))
+                return taken[-1]
             if not free and not cached:
                 raise ValueError(f"num_blocks={self.num_blocks}: this write needs more blocks than the "
                                  f"{len(self._free) + len(self._cached)} free ({self.block_size} positions each); "
