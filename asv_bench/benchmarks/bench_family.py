@@ -47,14 +47,14 @@ class SlidingWindowStep:
 
 class SinksStep:
     """1000 decode steps of a sliding window with 4 attention sinks (B=1, H=8, D=64, float32,
-    ``cache_position=[t]``) after a prefill of 1024 or 32768 tokens.
+    ``cache_position=[t]``) after a prefill of 1024, 8192 or 32768 tokens.
 
     A step writes the token twice and the 4 sinks once (they move one slot along the ring) and
     returns views: its cost must not depend on the window or the length. ``floor``: DecodeStep's
     (two writes, two views).
     """
 
-    params = [BACKENDS, ["floor", "sliding+4 sinks"], [64, 4096, 65536], [1024, 32768]]
+    params = [BACKENDS, ["floor", "sliding+4 sinks"], [64, 4096, 65536], [1024, 8192, 32768]]
     param_names = ["backend", "cache", "window", "length"]
     number = 1
     warmup_time = 0
