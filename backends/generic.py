@@ -198,6 +198,19 @@ class Backend:
         return contextlib.nullcontext()
 
     # -- arithmetic ---------------------------------------------------------
+    def matmul_dtype(self, dtype):
+        """The dtype matrix products on arrays of ``dtype`` run fastest in: ``dtype`` itself,
+        unless the library lacks fast products for it (NumPy has no float16 BLAS: float32).
+
+        Examples
+        --------
+        >>> import lucid_backends
+        >>> strict, numpy = lucid_backends.load_backend("array_api_strict"), lucid_backends.load_backend("numpy")
+        >>> strict.matmul_dtype(strict.xp.float32) == strict.xp.float32, str(numpy.matmul_dtype(numpy.dtype("float16")))
+        (True, 'float32')
+        """
+        return dtype
+
     def exp2_shifted(self, x, shift=None):
         """``2 ** (x - shift)`` (``2 ** x`` when ``shift`` is None), reusing ``x``'s memory where
         the library can (``x`` is consumed).

@@ -176,3 +176,16 @@ def test_batch_rows_split_unevenly_across_blocks(backend_name, layout, monkeypat
     mask = rng.random((3, 1, 40, 45)) > 0.5
     got = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v), attn_mask=on_backend(mask))
     np.testing.assert_allclose(got.numpy(), reference(q, k, v, mask=mask), rtol=1e-4, atol=1e-5)
+
+
+def test_float16_attention_runs_in_float32_and_returns_float16():
+    """NumPy multiplies float16 without BLAS (about 15x slower): attention computes in float32
+    and hands back float16, as close to the float32 result as float16 holds."""
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal(shape).astype(np.float16) for shape in ((1, 4, 3, 16), (1, 2, 40, 16), (1, 2, 40, 16)))
+    with lucid.use_backend("numpy"):
+        got = scaled_dot_product_attention(q, k, v, is_causal=True)
+        want = scaled_dot_product_attention(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32),
+                                              is_causal=True).numpy()
+    assert got.dtype == lucid.Float16
+    np.testing.assert_allclose(got.numpy().astype(np.float32), want, atol=2e-3, rtol=1e-3)

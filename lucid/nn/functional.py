@@ -125,6 +125,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
             allowed = None
         return query.with_array(attend_codes(xp, query.array, key.codes, value.codes, allowed, scale))
     q, k, v = query.array, query.as_operand(key), query.as_operand(value)
+    given = q.dtype
+    work = query.backend.matmul_dtype(given)
+    if work != given:  # a dtype the backend multiplies slowly: attention in one it multiplies fast
+        q, k, v = (xp.astype(a, work) for a in (q, k, v))
     # Blocks of queries and batch rows whose scores stay small enough to live in the CPU's
     # cache (the full (B, H, Lq, Lk) matrix of a long prefill would be hundreds of megabytes,
     # written and read several times), with enough query rows per block for efficient matrix
@@ -176,7 +180,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
     out = None if len(tasks) == 1 else xp.empty((batch, q_heads, q_len, v.shape[-1]), dtype=q.dtype)
     # Independent blocks: the backend may run them at once (NumPy: one per core).
     results = query.backend.map_blocks(block, tasks)
-    return query.with_array(results[0] if out is None else out)
+    result = results[0] if out is None else out
+    return query.with_array(result if result.dtype == given else xp.astype(result, given))
 
 
 def _check_shapes(q: tuple, k: tuple, v: tuple) -> None:
