@@ -137,27 +137,23 @@ class Codes:
         """The shape of what :meth:`dequantize` returns."""
         return tuple(self.recent.shape[:-2]) + (self.length, self.recent.shape[-1])
 
-    def read(self, xp, start: int, stop: int):
-        """Stored positions ``[start, stop)`` of the codes (the cropped ``skip`` included),
-        dequantized to the work dtype ``(B, H, stop - start, D)``; for keys both ends must be
-        multiples of ``group_size``."""
+    def _stored(self, xp):
+        """Every stored position (the cropped ``skip`` included) dequantized, in the work dtype."""
         work = work_dtype(xp, self.dtype_name)
-        lead, dim, size = tuple(self.recent.shape[:-2]), self.recent.shape[-1], self.group_size
-        codes = xp.astype(unpack(xp, self.codes[..., start:stop, :], self.bits), work)
-        if self.per_channel:
-            shape = lead + ((stop - start) // size, size, dim)
-            scales, zeros = (xp.astype(a[..., start // size:stop // size, None, :], work) for a in (self.scales, self.zeros))
-        else:
-            shape = lead + (stop - start, dim // size, size)
-            scales, zeros = (xp.astype(a[..., start:stop, :, None], work) for a in (self.scales, self.zeros))
-        groups = xp.reshape(codes, shape)
+        lead, dim, size, count = tuple(self.recent.shape[:-2]), self.recent.shape[-1], self.group_size, self.codes.shape[-2]
+        codes = xp.astype(unpack(xp, self.codes, self.bits), work)
+        scales, zeros = (xp.astype(a, work) for a in (self.scales, self.zeros))
+        if self.per_channel:  # (B, H, groups, D): a scale per channel of each group of positions
+            groups, scales, zeros = xp.reshape(codes, lead + (count // size, size, dim)), scales[..., None, :], zeros[..., None, :]
+        else:  # (B, H, positions, D / size): a scale per group of each position's values
+            groups, scales, zeros = xp.reshape(codes, lead + (count, dim // size, size)), scales[..., None], zeros[..., None]
         largest = FLOATS[self.dtype_name][0]
         reach = float(xp.max(xp.abs(zeros))) + (2**self.bits - 1) * float(xp.max(scales))
         if reach < largest / 2:  # the usual case: nothing comes near the dtype's largest value
-            return xp.reshape(groups * scales + zeros, lead + (stop - start, dim))
+            return xp.reshape(groups * scales + zeros, lead + (count, dim))
         values = (groups * (scales * 0.5) + zeros * 0.5) * 2
         # A rounded-up scale may step just past the dtype's range: clip before the cast.
-        return xp.clip(xp.reshape(values, lead + (stop - start, dim)), -largest, largest)
+        return xp.clip(xp.reshape(values, lead + (count, dim)), -largest, largest)
 
     def dequantize(self, xp):
         """Every position in full precision, in the stored dtype: a new array.
@@ -173,7 +169,7 @@ class Codes:
         stored = self.codes.shape[-2]
         if not stored:
             return xp.asarray(self.recent, copy=True)
-        old = xp.astype(self.read(xp, 0, stored)[..., self.skip:, :], self.recent.dtype)
+        old = xp.astype(self._stored(xp)[..., self.skip:, :], self.recent.dtype)
         return xp.concat([old, self.recent], axis=-2) if self.recent.shape[-2] else old
 
 
