@@ -111,3 +111,21 @@ def test_a_rewritten_file_is_read_again(tmp_path):
     write_gguf(path, CONFIG, random_weights(CONFIG, seed=2))
     os.utime(path, ns=(1, 1))  # a different modification time, even on a coarse clock
     assert not np.array_equal(GGUFWeights(path).get("model.norm.weight"), first)
+
+
+def test_loading_smollm2_allocates_at_most_a_fifth_more_than_its_weights(smollm2_path):
+    """The metadata parse (a few small arrays per vocabulary entry) is dropped before the
+    weights are dequantized, and no tensor is ever in flight twice: measured in a fresh
+    process, since the parsed metadata is cached per process."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    benchmarks = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+    script = (f"import json, sys; sys.path.insert(0, {str(benchmarks)!r}); from model_memory import measure; "
+              f"print(json.dumps(measure({str(smollm2_path)!r})))")
+    got = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                    check=True).stdout)
+    assert got["peak"] <= 1.2 * got["weights"], got
+    assert got["retained"] <= 1.05 * got["weights"], got

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,9 +54,20 @@ def is_gguf(path) -> bool:
         return f.read(4) == b"GGUF"
 
 
-def read_gguf(path):
-    """The ``gguf.GGUFReader`` of ``path``, parsed once while the file is unchanged: the model and
-    its tokenizer read the same metadata (the vocabulary and its merges take seconds to parse).
+class GGUFContents(NamedTuple):
+    """What lucid keeps of a parsed GGUF file: its metadata as plain Python values and its
+    tensors (``gguf.ReaderTensor``, whose ``data`` are views of the memory-mapped file)."""
+
+    metadata: dict
+    tensors: dict
+
+
+def read_gguf(path) -> GGUFContents:
+    """The metadata and tensors of ``path``, parsed once while the file is unchanged: the model
+    and its tokenizer read the same metadata (the vocabulary and its merges take seconds to
+    parse). ``gguf.GGUFReader`` holds each vocabulary entry as a few small arrays (about 150 MiB
+    for a 49,152-token vocabulary); it is dropped once the values are read out, before any
+    weight is dequantized, so loading never holds both.
 
     Examples
     --------
@@ -64,19 +76,22 @@ def read_gguf(path):
     >>> from lucid.models.gguf_file import read_gguf, write_gguf
     >>> from lucid.models.llama import random_weights
     >>> path = write_gguf(pathlib.Path(tempfile.mkdtemp()) / "m.gguf", LlamaConfig(), random_weights(LlamaConfig()))
-    >>> read_gguf(path) is read_gguf(path)
-    True
+    >>> contents = read_gguf(path)
+    >>> contents is read_gguf(path), contents.metadata["general.architecture"]
+    (True, 'llama')
     """
     path = pathlib.Path(path).resolve()
     stat = os.stat(path)
-    return _reader(path, stat.st_mtime_ns, stat.st_size)
+    return _contents(path, stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=2)
-def _reader(path: pathlib.Path, mtime_ns: int, size: int):
+def _contents(path: pathlib.Path, mtime_ns: int, size: int) -> GGUFContents:
     from gguf import GGUFReader
 
-    return GGUFReader(str(path))
+    reader = GGUFReader(str(path))
+    metadata = {key: field.contents() for key, field in reader.fields.items()}
+    return GGUFContents(metadata, {tensor.name: tensor._replace(field=None) for tensor in reader.tensors})
 
 
 def gguf_name(name: str) -> str:
@@ -121,23 +136,23 @@ class GGUFWeights:
     def __init__(self, path):
         self.path = pathlib.Path(path)
         try:
-            self.reader = read_gguf(self.path)
+            contents = read_gguf(self.path)
         except (ValueError, OSError) as error:
             raise ValueError(f"{self.path}: not a GGUF file lucid can read ({error})") from None
-        self.tensors = {t.name: t for t in self.reader.tensors}
+        self.tensors = contents.tensors
+        self._metadata = contents.metadata
         self.architecture = str(self.metadata("general.architecture", "?"))
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"{self.path}: architecture {self.architecture!r} is not supported; lucid loads "
                              f"the GGUF architectures {', '.join(ARCHITECTURES)}")
-        for tensor in self.reader.tensors:
+        for tensor in self.tensors.values():
             if tensor.tensor_type.name not in TENSOR_TYPES:
                 raise ValueError(f"{self.path}: tensor {tensor.name!r} has type {tensor.tensor_type.name}; lucid "
                                  f"reads {', '.join(TENSOR_TYPES)}")
 
     def metadata(self, key: str, default=None):
         """The value of metadata ``key`` (a string, number or list), or ``default``."""
-        field = self.reader.fields.get(key)
-        return default if field is None else field.contents()
+        return self._metadata.get(key, default)
 
     def _required(self, key: str):
         value = self.metadata(f"{self.architecture}.{key}")

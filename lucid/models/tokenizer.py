@@ -235,11 +235,7 @@ def load_tokenizer(path) -> Tokenizer:
 def _from_gguf(path: pathlib.Path) -> Tokenizer:
     from .gguf_file import read_gguf
 
-    reader = read_gguf(path)
-
-    def field(key, default=None):
-        value = reader.fields.get(key)
-        return default if value is None else value.contents()
+    field = read_gguf(path).metadata.get
 
     model = field("tokenizer.ggml.model")
     if model != "gpt2":
