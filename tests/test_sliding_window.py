@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 import lucid
 import lucid.nn as nn
+from lucid.nn.cache.window_tensor import WindowTensor
 
 from .helpers import assert_unchanged, batch_op, kv, on_backend, snapshot
 from .reference import ReferenceHistory, window_positions
@@ -104,13 +105,14 @@ def test_one_token_steps_return_views_and_hold_at_most_2_window_plus_sinks(backe
     assert layer.nbytes() == 2 * window * 2 * 3 * 4 * 4  # 2 * window positions, batch 1, 3 heads, D=4
     sinks = nn.SlidingWindowLayer(8, sink_tokens=3)
     sinks.update(*kv(b=1, t=20))
-    assert sinks.nbytes() == (2 * 8 + 3) * 2 * 3 * 4 * 4
+    assert sinks.nbytes() == (8 + 3) * 2 * 3 * 4 * 4  # with sinks the ring is not mirrored
 
 
 @pytest.mark.parametrize("window, sinks", [(1, 1), (1, 4), (2, 3), (5, 1), (5, 4), (8, 2)])
-def test_steps_with_sinks_are_views_in_order_at_any_length(window, sinks):
-    """The sinks move along the ring one slot a step and wrap around it many times; every step
-    returns views (no copy of the window) holding exactly the sinks, then the window, in order."""
+def test_steps_with_sinks_read_in_order_at_any_length(window, sinks):
+    """The ring wraps around many times; every one-token step returns the buffer as it lies (a
+    view, or a WindowTensor that joins nothing until read) holding exactly the sinks and the
+    window, and reads back the sinks, then the window, in order."""
     layer = nn.SlidingWindowLayer(window, sink_tokens=sinks)
     history = np.arange(400, dtype=np.float32).reshape(1, 1, 100, 4)
     t = 3
@@ -122,13 +124,16 @@ def test_steps_with_sinks_are_views_in_order_at_any_length(window, sinks):
         positions = layer.key_positions(chunk).tolist()
         assert positions == list(range(min(sinks, t + chunk))) + list(range(max(sinks, t + chunk - window - chunk + 1),
                                                                            t + chunk))
+        if chunk == 1 and t >= sinks:
+            lies = k_out.unordered if isinstance(k_out, WindowTensor) else k_out.array
+            assert not isinstance(k_out, WindowTensor) or not k_out.built
+            assert np.shares_memory(lies, layer.ring_keys)
+            np.testing.assert_array_equal(np.sort(lies[..., 0], axis=-1), history[..., positions, 0])
         np.testing.assert_array_equal(k_out.numpy(), history[..., positions, :])
         np.testing.assert_array_equal(v_out.numpy(), -history[..., positions, :])
-        if chunk == 1 and t >= sinks and lucid.get_backend().name == "numpy":
-            assert np.shares_memory(k_out.numpy(), layer.ring_keys)
         np.testing.assert_array_equal(layer.get()[0].numpy(), history[..., layer.key_positions().tolist(), :])
         t += chunk
-    assert layer.nbytes() == (2 * window + sinks) * 2 * 4 * 4
+    assert layer.nbytes() == (window + sinks) * 2 * 4 * 4
 
 
 @pytest.mark.parametrize("dtype", [lucid.Float16, lucid.BFloat16, lucid.Float32])
@@ -178,3 +183,33 @@ def test_writes_that_wrap_around_the_ring_read_back_in_order(backend_name):
         returned = cache.update(on_backend(k), on_backend(v), 0)
         model.append(k, v)
         assert_window(cache, model, 4, 0, count, returned)
+
+
+@pytest.mark.parametrize("window, sinks", [(5, 2), (64, 4)])
+def test_attention_reads_the_ring_as_it_lies_only_when_every_key_is_visible(backend_name, window, sinks):
+    """A decode step's query sees every key a window with sinks holds: attention reads the
+    buffer without joining it in order, and equals attention over the ordered keys. A mask that
+    hides some key (or several causal queries) makes it read them in order."""
+    from lucid.nn.functional import attention_mask, scaled_dot_product_attention
+
+    layer = nn.SlidingWindowLayer(window, sink_tokens=sinks)
+    k, v = kv(b=2, h=2, t=3 * window + 1)
+    layer.update(k, v)
+    for step in range(window + 3):
+        new_k, new_v = kv(b=2, h=2)
+        keys, values = layer.update(new_k, new_v, cache_position=[layer.length])
+        assert isinstance(keys, WindowTensor) and isinstance(values, WindowTensor)
+        query = lucid.randn(2, 4, 1, 4)
+        positions = layer.key_positions()
+        visible = attention_mask(lucid.Tensor([layer.length - 1]), positions, window=window, sink_tokens=sinks)
+        got = scaled_dot_product_attention(query, keys, values, attn_mask=visible).numpy()
+        assert not keys.built and not values.built
+        ordered_k, ordered_v = (lucid.Tensor.wrap(t.array, t.backend) for t in (keys, values))
+        want = scaled_dot_product_attention(query, ordered_k, ordered_v).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        hidden = attention_mask(lucid.Tensor([layer.length - 1]), positions, window=window - 1, sink_tokens=sinks)
+        keys, values = layer.get()
+        got = scaled_dot_product_attention(query, keys, values, attn_mask=hidden).numpy()
+        assert keys.built  # some key hidden: read in order, as the mask's columns are
+        np.testing.assert_allclose(got, scaled_dot_product_attention(query, ordered_k, ordered_v, attn_mask=hidden).numpy(),
+                                   rtol=1e-5, atol=1e-6)

@@ -5,6 +5,7 @@ import math
 
 from ..tensor import Tensor
 from .cache.quantized_codes import QuantizedTensor
+from .cache.window_tensor import WindowTensor
 from .quantized_attention import CODES_ROWS, attend_codes
 
 
@@ -114,6 +115,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
             allowed = mask
         else:
             additive = mask
+    if (isinstance(key, WindowTensor) and isinstance(value, WindowTensor) and additive is None
+            and (q_len == 1 or not is_causal) and (allowed is None or bool(xp.all(allowed)))):
+        # A sliding window with sinks, read by queries that see every key it holds: the
+        # softmax does not depend on the keys' order, so read them as the ring holds them.
+        key, value = Tensor.wrap(key.unordered, key.backend), Tensor.wrap(value.unordered, value.backend)
+        allowed, is_causal = None, False
     if (isinstance(key, QuantizedTensor) and isinstance(value, QuantizedTensor) and additive is None
             and key.backend is query.backend and value.backend is query.backend
             and q_heads // kv_heads * q_len <= CODES_ROWS):

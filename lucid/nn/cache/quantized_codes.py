@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ... import dtypes
-from ...tensor import Tensor
+from .lazy_tensor import LazyTensor
 
 #: The largest finite value and the epsilon of each floating dtype a quantized layer stores.
 FLOATS = {"float16": (65504.0, 2.0**-10), "bfloat16": (3.3895313892515355e38, 2.0**-7),
@@ -173,7 +172,7 @@ class Codes:
         return xp.concat([old, self.recent], axis=-2) if self.recent.shape[-2] else old
 
 
-class QuantizedTensor(Tensor):
+class QuantizedTensor(LazyTensor):
     """A :class:`~lucid.Tensor` of keys or values held as :class:`Codes`: its array (a new one,
     in full precision) is built the first time something reads it, and kept.
     :func:`~lucid.nn.functional.scaled_dot_product_attention` reads the codes instead.
@@ -193,15 +192,8 @@ class QuantizedTensor(Tensor):
         self.codes = codes
         self.backend = backend
 
-    @property
-    def array(self):
-        """The full-precision array, built on first read."""
-        slot = Tensor.__dict__["array"]
-        try:
-            return slot.__get__(self, Tensor)
-        except AttributeError:
-            slot.__set__(self, self.codes.dequantize(self.backend.xp))
-            return slot.__get__(self, Tensor)
+    def _build(self):
+        return self.codes.dequantize(self.backend.xp)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -209,11 +201,5 @@ class QuantizedTensor(Tensor):
         return self.codes.shape
 
     @property
-    def ndim(self) -> int:
-        """Number of axes."""
-        return len(self.codes.shape)
-
-    @property
-    def dtype(self) -> dtypes.DType:
-        """The stored lucid dtype."""
-        return dtypes.from_backend(self.backend, self.codes.recent.dtype)
+    def _stored_dtype(self):
+        return self.codes.recent.dtype

@@ -7,6 +7,7 @@ from ...tensor import Tensor
 from ...validation import check_int
 from .arguments import check_append, is_next
 from .cache_layer import CacheLayer, Spec, as_arrays, check_saved, nothing
+from .window_tensor import WindowTensor
 
 _wrap = Tensor.wrap
 
@@ -24,16 +25,26 @@ class SlidingWindowLayer(CacheLayer):
     (a prefill longer than the window returns all of it). :meth:`key_positions` tells the
     absolute position of each.
 
-    Storage is one buffer per keys and values, of ``sink_tokens + 2 * window`` positions: the
-    sinks' home, then a mirrored ring (each position past the sinks is written at ring slot
-    ``i`` and ``i + window``, so the last ``window`` positions are always one contiguous slice,
-    in order). What ``get`` shows is one slice of it too: the sinks sit in the ``sink_tokens``
-    slots just before the window's first slot. As the window slides they move one slot on, over
-    ring slots whose copies in the ring's second half are the ones in use; the ring slot they
-    leave is restored from its copy. So a one-token step writes the token twice and the sinks
-    once (no sinks: nothing more) and returns two views: no copy of the window, the same cost at
-    any window and any length. Memory: ``2 * window + sink_tokens`` positions, allocated at the
-    first write.
+    Storage is one buffer per keys and values: the sinks' home, then a ring of the window. A
+    position past the sinks goes to ring slot ``(position - sink_tokens) % window``; a one-token
+    step writes the token once into the keys and once into the values (one slice write each),
+    whatever the window and the length, and never copies the window.
+
+    - Without sinks the ring is mirrored: ``2 * window`` slots, each position written to its
+      slot and the slot ``window`` on, in the same strided write, so the last ``window``
+      positions are always one contiguous slice in order, and ``update``/``get`` return views
+      of it.
+    - With sinks the ring is ``window`` slots. Once the window has slid, ``update``/``get``
+      return :class:`~lucid.nn.cache.window_tensor.WindowTensor` s: the sinks and the window,
+      joined in temporal order only if something reads them. Attention reads the buffer as it
+      lies (a decode step's query sees every key it holds, and the softmax does not depend on
+      their order).
+
+    Before the window slides, every position sits at its own slot and what is returned is a
+    view in order. Memory: ``sink_tokens + window`` positions with sinks, ``2 * window``
+    without, allocated at the first write. Like every tensor a cache returns, what ``update``
+    and ``get`` return reads this storage and is valid until the next call that changes the
+    cache.
 
     Parameters
     ----------
@@ -57,10 +68,13 @@ class SlidingWindowLayer(CacheLayer):
     def __init__(self, window: int, sink_tokens: int = 0):
         self.window = check_int(window, "window", minimum=1)
         self.sink_tokens = check_int(sink_tokens, "sink_tokens", minimum=0)
+        # A one-token write: slice(slot, slot + reach, window) is the slot, and its mirror
+        # when the ring is mirrored (no sinks).
+        self._reach = 1 if self.sink_tokens else self.window + 1
         self._release()
 
     def _release(self) -> None:
-        # (B, ..., sink_tokens + 2 * window, D): the sinks' home, then the mirrored ring
+        # (B, ..., D): the sinks' home, then the ring (mirrored without sinks)
         self.ring_keys = self.ring_values = None
         self.length = 0
         self.written = False
@@ -71,25 +85,24 @@ class SlidingWindowLayer(CacheLayer):
         """The first non-sink position the last update of ``new_tokens`` tokens returned."""
         return max(self.sink_tokens, end - self.window - new_tokens + 1)
 
-    def _shown_start(self, end: int) -> int:
-        """Where the slice of sinks and window begins after ``end`` positions: the sinks' home
-        until the window slides, then the ``sink_tokens`` slots before the window's first."""
-        past = end - self.sink_tokens - self.window
-        return past % self.window if past > 0 else 0
-
-    def _shown(self, buffer, end: int):
-        """The view of the sinks and the window after ``end`` positions."""
-        start = self._shown_start(end)
-        return buffer[..., start:start + min(end, self.sink_tokens + self.window), :]
-
-    def _window(self, buffer, lo: int, hi: int):
-        """A view of window positions ``[lo, hi)`` (past the sinks, at most ``window`` of the
-        latest), read where the ring's copies are sure to hold them."""
+    def _shown(self, keys, values, end: int, backend) -> tuple:
+        """What ``get`` returns after ``end`` positions (see the class docstring)."""
         sinks, window = self.sink_tokens, self.window
-        start, count = (lo - sinks) % window, max(0, hi - lo)
-        if start + count <= window:  # the second half's copies: never under the sinks
-            start += window
-        return buffer[..., sinks + start:sinks + start + count, :]
+        if end - sinks <= window:  # nothing has left the window: every position at its own slot
+            return _wrap(keys[..., :end, :], backend), _wrap(values[..., :end, :], backend)
+        oldest = (end - sinks) % window  # the ring slot of the first position kept
+        if sinks:
+            return WindowTensor(keys, sinks, window, oldest, backend), WindowTensor(values, sinks, window, oldest, backend)
+        return _wrap(keys[..., oldest:oldest + window, :], backend), _wrap(values[..., oldest:oldest + window, :], backend)
+
+    def _window(self, buffer, lo: int, hi: int) -> list:
+        """Views of window positions ``[lo, hi)`` (past the sinks, among the latest ``window``
+        written), in order: one, or two where an unmirrored ring wraps."""
+        sinks, window = self.sink_tokens, self.window
+        start, count = sinks + (lo - sinks) % window, max(0, hi - lo)
+        if sinks and start + count > sinks + window:
+            return [buffer[..., start:, :], buffer[..., sinks:start + count - window, :]]
+        return [buffer[..., start:start + count, :]]
 
     # -- reading ---------------------------------------------------------
     def get(self):
@@ -106,8 +119,7 @@ class SlidingWindowLayer(CacheLayer):
         """
         if not self.written:
             return None
-        backend, end = self._spec.backend, self.length
-        return _wrap(self._shown(self.ring_keys, end), backend), _wrap(self._shown(self.ring_values, end), backend)
+        return self._shown(self.ring_keys, self.ring_values, self.length, self._spec.backend)
 
     def key_positions(self, new_tokens: int = 1) -> Tensor:
         """Absolute positions of what the last ``update`` of ``new_tokens`` tokens returned
@@ -136,8 +148,8 @@ class SlidingWindowLayer(CacheLayer):
         >>> import lucid, lucid.nn as nn
         >>> layer = nn.SlidingWindowLayer(window=4, sink_tokens=1)
         >>> _ = layer.update(lucid.randn(1, 1, 1, 2), lucid.randn(1, 1, 1, 2))
-        >>> layer.nbytes()  # (2 * 4 + 1) positions x (2 + 2) float32 values
-        144
+        >>> layer.nbytes()  # (4 + 1) positions x (2 + 2) float32 values (no sinks: 2 * 4 positions)
+        80
         """
         if self.ring_keys is None:
             return 0
@@ -166,87 +178,29 @@ class SlidingWindowLayer(CacheLayer):
             if (type(k) is type(v) is spec.array_type and k.shape == spec.step_k and v.shape == spec.step_v
                     and k.dtype is v.dtype is spec.dtype
                     and (cache_position is None or is_next(cache_position, n, 1))):
-                return self._step(k, v, n, spec.backend)
+                slot = self.sink_tokens + (n - self.sink_tokens) % self.window
+                slots = slice(slot, slot + self._reach, self.window)  # the slot, and its mirror without sinks
+                self.ring_keys[..., slots, :] = k
+                self.ring_values[..., slots, :] = v
+                self.length = n + 1
+                return self._shown(self.ring_keys, self.ring_values, n + 1, spec.backend)
         k, v = as_arrays(key, value)
         spec = self.spec_for(k, v)
         n, count = self.length, k.shape[-2]
         check_append(cache_position, n, count, k.shape[0], "a sliding-window layer")
-        if self.written:
-            keys, values = self.ring_keys, self.ring_values
-        else:
-            keys, values = self._allocate(spec)
-        # Everything that allocates (what the update returns, the sinks set aside) happens
-        # before the first write: the slots a write reuses still hold what the layer shows.
+        keys, values = (self.ring_keys, self.ring_values) if self.written else self._allocate(spec)
+        # What the update returns is built before the first write: the slots a write reuses
+        # still hold what it returns.
         xp, end = spec.backend.xp, n + count
         out_k, out_v = self._returned(xp, k, keys, n, end), self._returned(xp, v, values, n, end)
-        sinks, slides = self.sink_tokens, self.sink_tokens and end - self.sink_tokens > self.window
-        if slides:  # the sinks to place before the window, set aside: the writes go over where they are
-            placed = [xp.asarray(self._shown(buffer, n)[..., :sinks, :], copy=True) if n >= sinks
-                      else xp.concat([buffer[..., :n, :], x[..., :sinks - n, :]], axis=-2)
-                      for buffer, x in ((keys, k), (values, v))]
         for buffer, x in ((keys, k), (values, v)):
             self._write(buffer, x, n, end)
-        if slides:
-            start = self._shown_start(end)
-            for buffer, kept in zip((keys, values), placed):
-                buffer[..., start:start + sinks, :] = kept
-                if start >= sinks:  # clear of home: home holds them too (what steps copy from)
-                    buffer[..., :sinks, :] = kept
         self.ring_keys, self.ring_values = keys, values
         self._spec, self.length, self.written = spec, end, True
         if out_k is None:  # a one-token step: views
-            out_k, out_v = self._shown(keys, end), self._shown(values, end)
+            return self._shown(keys, values, end, spec.backend)
         backend = spec.backend
         return _wrap(out_k, backend), _wrap(out_v, backend)
-
-    def _step(self, k, v, n: int, backend):
-        """One token at position ``n`` (past the sinks): written twice; once the window slides,
-        the sinks move one slot on and the ring slot they leave is restored from its copy.
-
-        The sinks' home (the buffer's first ``sink_tokens`` slots) holds them whenever the
-        sinks sit at home or past it, so they are copied from there; only while their place
-        overlaps home are they set aside first."""
-        sinks, window, keys, values = self.sink_tokens, self.window, self.ring_keys, self.ring_values
-        r = (n - sinks) % window  # the token's ring slot; also where the sinks sit, once sliding
-        slot = sinks + r
-        end = n + 1
-        self.length = end
-        if n - sinks < window or not sinks:  # nothing to move: the token, twice, and two views
-            keys[..., slot:slot + 1, :] = k
-            keys[..., slot + window:slot + window + 1, :] = k
-            values[..., slot:slot + 1, :] = v
-            values[..., slot + window:slot + window + 1, :] = v
-            if n - sinks < window:
-                return _wrap(keys[..., :end, :], backend), _wrap(values[..., :end, :], backend)
-            start = r + 1 if r + 1 < window else 0
-            return (_wrap(keys[..., start:start + window, :], backend),
-                    _wrap(values[..., start:start + window, :], backend))
-        start = r + 1 if r + 1 < window else 0
-        if r < sinks:  # the sinks' place overlaps home: set them aside (before the token's write)
-            xp = backend.xp
-            kept_k = xp.asarray(keys[..., r:r + sinks, :], copy=True)
-            kept_v = xp.asarray(values[..., r:r + sinks, :], copy=True)
-        if not start:  # the window wraps: the token's first copy is in it (otherwise under the sinks)
-            keys[..., slot:slot + 1, :] = k
-            values[..., slot:slot + 1, :] = v
-        keys[..., slot + window:slot + window + 1, :] = k
-        values[..., slot + window:slot + window + 1, :] = v
-        if r >= sinks:  # home holds the sinks, clear of where they go
-            keys[..., start:start + sinks, :] = keys[..., :sinks, :]
-            values[..., start:start + sinks, :] = values[..., :sinks, :]
-        else:
-            keys[..., start:start + sinks, :] = kept_k
-            values[..., start:start + sinks, :] = kept_v
-            if start >= sinks:  # clear of home again: put them back there too
-                keys[..., :sinks, :] = kept_k
-                values[..., :sinks, :] = kept_v
-        # Restore the ring slots the sinks left (one; all of the old place when they wrap).
-        lo, hi = max(sinks, r), (r + 1 if start else r + sinks)
-        if lo < hi:
-            keys[..., lo:hi, :] = keys[..., lo + window:hi + window, :]
-            values[..., lo:hi, :] = values[..., lo + window:hi + window, :]
-        stop = start + sinks + window
-        return _wrap(keys[..., start:stop, :], backend), _wrap(values[..., start:stop, :], backend)
 
     def _returned(self, xp, x, buffer, n: int, end: int):
         """A new array of what an update ``x`` of positions ``[n, end)`` returns, built before
@@ -256,19 +210,18 @@ class SlidingWindowLayer(CacheLayer):
         sinks = self.sink_tokens
         if x.shape[-2] == 1 and self.written and n >= sinks:
             return None
-        parts = [self._shown(buffer, n)[..., :min(sinks, n), :]] if sinks and n else []
+        parts = [buffer[..., :min(sinks, n), :]] if sinks and n else []
         if n < sinks:
             parts.append(x[..., :min(sinks, end) - n, :])
         lo, hi = max(sinks, n - self.window + 1), max(sinks, n)
         if lo < hi:
-            parts.append(self._window(buffer, lo, hi))
+            parts += self._window(buffer, lo, hi)
         parts.append(x[..., min(end, max(sinks, n)) - n:, :])  # nothing past the sinks: an empty slice
         return xp.concat(parts, axis=-2)
 
     def _write(self, buffer, x, n: int, end: int) -> None:
         """Write positions ``[n, end)``: sinks to their home, the latest ``window`` of the rest to
-        both ring slots; once the window slides, each ring slot's first copy again equals its
-        second (the sinks are placed after, by the caller)."""
+        their ring slots (both copies in a mirrored ring)."""
         sinks, window = self.sink_tokens, self.window
         if n < sinks:
             hi = min(sinks, end)
@@ -279,15 +232,13 @@ class SlidingWindowLayer(CacheLayer):
             start = (first - sinks) % window
             head = min(count, window - start)
             part, rest = x[..., first - n:first - n + head, :], x[..., first - n + head:, :]
-            for offset in (sinks, sinks + window):
+            for offset in (sinks,) if sinks else (0, window):
                 buffer[..., offset + start:offset + start + head, :] = part
                 if count > head:
                     buffer[..., offset:offset + count - head, :] = rest
-        if sinks and end - sinks > window:  # the sinks were over some first copies: restore them all
-            buffer[..., sinks:sinks + window, :] = buffer[..., sinks + window:sinks + 2 * window, :]
 
     def _allocate(self, spec: Spec):
-        positions = self.sink_tokens + 2 * self.window
+        positions = self.sink_tokens + self.window if self.sink_tokens else 2 * self.window
         spec.check_fits(positions, f"window={self.window}, sink_tokens={self.sink_tokens}")
         xp = spec.backend.xp
 
@@ -383,9 +334,6 @@ class SlidingWindowLayer(CacheLayer):
         for buffer, saved in zip(buffers, (keys, values)):
             buffer[..., :held, :] = saved[..., :held, :]
             self._write(buffer, saved[..., held:, :], first, end)
-            if end - sinks > self.window:  # the sinks go before the window (home holds them too)
-                start = self._shown_start(end)
-                buffer[..., start:start + sinks, :] = saved[..., :sinks, :]
         self.ring_keys, self.ring_values = buffers
         self._spec, self.length, self.written = spec, end, True
 
