@@ -11,8 +11,9 @@ thread and the hash seed fixed, so that the counts repeat exactly.
 
 Variants: the floor (two slice assignments, two views); ``update`` through the cache with
 ``cache_position=[t]`` (the model's path) and with none; the layer's own ``update`` with
-``[t]`` (the cache's dispatch is the difference); a sliding window of 64 without and with 4
-sinks, and one of 4096 with 4 sinks (the same count at any window is the point).
+``[t]`` (the cache's dispatch is the difference); sliding windows of 64 and 4096 without sinks
+and with 4, and of 64 with 64 sinks (the same count at any window and any number of sinks is
+the point).
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ import subprocess
 import sys
 
 STEPS = (1_000, 6_000)
-VARIANTS = ("floor", "cache [t]", "cache None", "layer [t]", "sliding 64 [t]", "sliding 64+4 sinks [t]",
-            "sliding 4096+4 sinks [t]")
+#: Sliding-window variants: (window, sinks).
+SLIDING = {"sliding 64 [t]": (64, 0), "sliding 4096 [t]": (4096, 0), "sliding 64+4 sinks [t]": (64, 4),
+           "sliding 4096+4 sinks [t]": (4096, 4), "sliding 64+64 sinks [t]": (64, 64)}
+VARIANTS = ("floor", "cache [t]", "cache None", "layer [t]", *SLIDING)
 
 
 def run(variant: str, steps: int) -> None:
@@ -54,13 +57,11 @@ def run(variant: str, steps: int) -> None:
         target.update(lucid.randn(batch, heads, window, dim), lucid.randn(batch, heads, window, dim), 0)
         return lambda t: target.update(k, v, 0, cache_position=[t + window])
 
-    step = {"floor": floor,
-            "sliding 64 [t]": sliding(64, 0) if variant == "sliding 64 [t]" else None,
-            "sliding 64+4 sinks [t]": sliding(64, 4) if variant == "sliding 64+4 sinks [t]" else None,
-            "sliding 4096+4 sinks [t]": sliding(4096, 4) if variant == "sliding 4096+4 sinks [t]" else None,
-            "cache [t]": lambda t: update(k, v, 0, cache_position=[t]),
-            "cache None": lambda t: update(k, v, 0),
-            "layer [t]": lambda t: layer.update(k, v, [t])}[variant]
+    if variant in SLIDING:
+        step = sliding(*SLIDING[variant])
+    else:
+        step = {"floor": floor, "cache [t]": lambda t: update(k, v, 0, cache_position=[t]),
+                "cache None": lambda t: update(k, v, 0), "layer [t]": lambda t: layer.update(k, v, [t])}[variant]
     for t in range(length, length + steps):
         step(t)
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+from . import nn
 from .validation import check_int
 from .generation import check_sampling, generate_steps, make_cache
 
@@ -61,7 +62,9 @@ class ChatSession:
     def reset(self) -> None:
         """Forget the conversation and empty the cache."""
         self.messages = [] if self.system is None else [{"role": "system", "content": self.system}]
-        self.cache = make_cache(self.kind, self.model, self.max_context, 1)
+        # A conversation's length is not known ahead: a dynamic cache grows with it rather
+        # than reserving max_context (which bounds the static cache's size).
+        self.cache = nn.DynamicKVCache() if self.kind == "dynamic" else make_cache(self.kind, self.model, self.max_context, 1)
         self.ids: list = []  # the ids whose keys and values the cache holds, in order
         self.prefilled = 0  # ids the last turn computed before its first new token
         self.time_to_first_token = 0.0  # seconds, of the last turn

@@ -31,8 +31,9 @@ CACHE_KINDS = ("dynamic", "static", "sliding", "quantized-8", "quantized-4", "hy
 def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None):
     """A fresh cache of ``kind`` (one of :data:`CACHE_KINDS`) for ``model``.
 
-    ``static`` allocates ``max_len`` positions and, when ``max_batch_size`` is given, that many
-    batch rows (so that beam search grows the batch in place).
+    ``dynamic`` reserves ``max_len`` positions per layer (allocated at once, growing past them
+    only if asked to); ``static`` allocates ``max_len`` positions and, when ``max_batch_size``
+    is given, that many batch rows (so that beam search grows the batch in place).
 
     ``sliding`` gives every layer the model's sliding window; ``hybrid`` gives each layer the
     kind its attention needs (a sliding window for ``"sliding"`` layers, a dynamic layer for
@@ -52,7 +53,7 @@ def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None
     """
     c = model.config
     if kind == "dynamic":
-        return nn.DynamicKVCache()
+        return nn.DynamicKVCache(reserve=max_len)
     if kind == "static":
         return nn.StaticKVCache(max_cache_len=max_len, num_layers=c.num_layers, max_batch_size=max_batch_size)
     if kind == "sliding" and not c.sliding_window:

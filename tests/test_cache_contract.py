@@ -126,6 +126,24 @@ def test_static_crop_moves_overlapping_range(backend_name):
     assert cache.get(0)[0].numpy().ravel().tolist() == [3, 4, 5, 6, 7, 8, 9]
 
 
+def test_a_dynamic_reserve_is_allocated_once_and_grown_past_as_usual(backend_name):
+    cache = nn.DynamicKVCache(reserve=300)
+    cache.update(*kv(b=2, h=1, t=290, d=2), 0)
+    layer = cache.layers[0]
+    first = layer.keys
+    for _ in range(10):
+        cache.update(*kv(b=2, h=1, d=2), 0)
+    assert layer.capacity == 300 and layer.keys is first and layer.nbytes() == 2 * 300 * 2 * 2 * 4
+    cache.update(*kv(b=2, h=1, d=2), 0)  # the 301st position: past the reserve, growth by half
+    assert layer.capacity == 451 and cache.get_seq_length(0) == 301
+    cache.update(*kv(b=2, h=1, d=2), 1)  # a new layer reserves too
+    assert cache.layers[1].capacity == 300
+    assert cache.arguments() == {"reserve": 300} and nn.DynamicKVCache().arguments() == {}
+    for bad, error in [(-1, ValueError), (2.5, TypeError)]:
+        with pytest.raises(error, match="reserve"):
+            nn.DynamicKVCache(reserve=bad)
+
+
 def test_dynamic_growth_is_geometric_and_holds_at_most_1_5x_past_256(backend_name):
     cache = nn.DynamicKVCache()
     reallocations, last = 0, None

@@ -53,6 +53,16 @@ def test_static_cache_holds_exactly_prompt_plus_new_tokens():
     assert out.cache_bytes == c.num_layers * 2 * (1 * c.num_kv_heads * 12 * c.head_dim) * 4
 
 
+def test_a_dynamic_cache_made_by_generate_holds_exactly_prompt_plus_new_tokens():
+    """generate knows the length the sequence reaches: its dynamic cache allocates that once,
+    with no headroom past it."""
+    model = LlamaModel.random(MODELS["full"])
+    cache = make_cache("dynamic", model, PROMPT.shape[1] + 12)
+    generate(model, PROMPT, 12, cache=cache)
+    assert [layer.capacity for layer in cache.layers] == [PROMPT.shape[1] + 12] * 2
+    assert cache.get_seq_length(0) == PROMPT.shape[1] + 11  # the last token is never fed back
+
+
 def test_unknown_cache_kind_names_the_choices():
     with pytest.raises(ValueError, match="quantized-4"):
         make_cache("ring", LlamaModel.random(MODELS["full"]), 10)

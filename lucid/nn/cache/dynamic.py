@@ -7,9 +7,15 @@ class DynamicKVCache(KVCache):
     """A KV cache without a length limit: every layer a :class:`~lucid.nn.DynamicLayer`.
 
     Appending a token costs amortized O(token); past 256 positions a layer holds at most
-    1.5x its live positions; ``crop`` hands memory back and ``reset`` drops it. Any
-    non-negative ``layer_idx`` (below 65536) is accepted; layers never written answer
+    1.5x its live positions (or ``reserve``); ``crop`` hands memory back and ``reset`` drops
+    it. Any non-negative ``layer_idx`` (below 65536) is accepted; layers never written answer
     ``None`` / 0.
+
+    Parameters
+    ----------
+    reserve : int
+        Positions each layer allocates at once while they suffice (see
+        :class:`~lucid.nn.DynamicLayer`): the length a generation will reach, when it is known.
 
     Examples
     --------
@@ -21,5 +27,5 @@ class DynamicKVCache(KVCache):
     ((1, 8, 3, 64), 3)
     """
 
-    def __init__(self) -> None:
-        super().__init__(prototype=DynamicLayer())
+    def __init__(self, reserve: int = 0) -> None:
+        super().__init__(prototype=DynamicLayer(reserve))

@@ -1,6 +1,7 @@
 """``DynamicLayer``: a layer whose buffers grow by half as tokens arrive."""
 from __future__ import annotations
 
+from ...validation import check_int
 from .kv_layer import KVLayer
 
 #: Every dynamic layer has room for at least this many positions.
@@ -17,6 +18,16 @@ class DynamicLayer(KVLayer):
     1.5x its live positions. ``crop`` moves to that size when the buffers are larger;
     ``reset`` releases them.
 
+    A caller that knows how long the sequence will get (``generate``: the prompt plus
+    ``max_new_tokens``) passes it as ``reserve``: while ``needed <= reserve`` the buffers are
+    exactly ``reserve`` positions, so a whole generation allocates once and holds no headroom
+    past its end; beyond it the layer grows by half as usual.
+
+    Parameters
+    ----------
+    reserve : int
+        Positions to allocate at once while they suffice (>= 0; 0: none).
+
     Examples
     --------
     >>> import lucid, lucid.nn as nn
@@ -24,19 +35,31 @@ class DynamicLayer(KVLayer):
     >>> _ = layer.update(lucid.randn(1, 8, 1000, 64), lucid.randn(1, 8, 1000, 64))
     >>> layer.length, layer.capacity
     (1000, 1500)
+    >>> reserved = nn.DynamicLayer(reserve=1040)
+    >>> _ = reserved.update(lucid.randn(1, 8, 1000, 64), lucid.randn(1, 8, 1000, 64))
+    >>> reserved.capacity
+    1040
     """
 
     kind = "dynamic"
 
+    def __init__(self, reserve: int = 0) -> None:
+        self.reserve = check_int(reserve, "reserve")
+        super().__init__()
+
     def capacity_for(self, needed: int) -> int:
-        """``max(256, needed + needed // 2)``.
+        """``reserve`` while ``needed`` fits in it, else ``max(256, needed + needed // 2)``.
 
         Examples
         --------
         >>> import lucid.nn as nn
         >>> nn.DynamicLayer().capacity_for(10), nn.DynamicLayer().capacity_for(1000)
         (256, 1500)
+        >>> nn.DynamicLayer(reserve=1040).capacity_for(1000), nn.DynamicLayer(reserve=1040).capacity_for(1041)
+        (1040, 1561)
         """
+        if needed <= self.reserve:
+            return self.reserve
         return max(MIN_CAPACITY, needed + needed // 2)
 
     def shrunk_capacity(self, length: int) -> int:
@@ -49,3 +72,14 @@ class DynamicLayer(KVLayer):
         256
         """
         return self.capacity_for(length)
+
+    def arguments(self) -> dict:
+        """``{"reserve": ...}`` when one was given, else ``{}``.
+
+        Examples
+        --------
+        >>> import lucid.nn as nn
+        >>> nn.DynamicLayer().arguments(), nn.DynamicLayer(reserve=64).arguments()
+        ({}, {'reserve': 64})
+        """
+        return {"reserve": self.reserve} if self.reserve else {}
