@@ -38,8 +38,9 @@ COMMANDS = {
                                       "--python=same -a rounds=3 --bench bench_cache.Beams"),
     "asv_first_step": ("asv_bench", "asv run --python=same -a rounds=1 --bench FirstStepAfterPrefill"),
     "asv_peer_llama": ("asv_bench", "asv run --python=same --bench PeerGenerateLlamaRatio"),
-    "step_instructions": (".", 'python benchmarks/step_instructions.py "sliding 64 [t]" "sliding 64+4 sinks [t]" '
-                               '"sliding 4096+4 sinks [t]"'),
+    "step_instructions": (".", 'python benchmarks/step_instructions.py "cache [t]" "sliding 64 [t]" "sliding 4096 [t]" '
+                               '"sliding 64+4 sinks [t]" "sliding 4096+4 sinks [t]" "sliding 64+64 sinks [t]"'),
+    "sliding_step": (".", "python benchmarks/sliding_step.py"),
     "demo": (".", "python -m lucid.demo"),
     "demo_tiny": (".", "python -m lucid.demo --model tiny"),
     "prefix_store": (".", "python benchmarks/prefix_store.py"),

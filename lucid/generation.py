@@ -39,8 +39,8 @@ def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None
     kind its attention needs (a sliding window for ``"sliding"`` layers, a dynamic layer for
     ``"full"`` ones); ``quantized-8``/``quantized-4`` quantize every layer (keys per channel over
     groups of 64 positions, values per position over groups of 64 head-dimension values, or of
-    the largest divisor of the head dimension below 64; the last 32 to 95 positions in full
-    precision); ``paged`` is a
+    the largest divisor of the head dimension below 64; the first 4 positions, the attention
+    sinks, and the last 32 to 95 in full precision); ``paged`` is a
     :class:`~lucid.nn.PagedKVCache` with blocks of 16 for every row.
 
     Examples
@@ -63,7 +63,8 @@ def make_cache(kind: str, model, max_len: int, max_batch_size: int | None = None
     if kind == "sliding":
         return nn.SlidingWindowKVCache(c.sliding_window, sink_tokens=c.sink_tokens)
     if kind in ("quantized-8", "quantized-4"):
-        return nn.QuantizedKVCache(bits=int(kind[-1]), group_size=_value_group(c.head_dim), residual_length=32)
+        return nn.QuantizedKVCache(bits=int(kind[-1]), group_size=_value_group(c.head_dim), residual_length=32,
+                                   sink_tokens=4)
     if kind == "hybrid":
         return nn.HybridKVCache([
             nn.SlidingWindowLayer(c.sliding_window, c.sink_tokens) if c.layer_type(i) == "sliding" else nn.DynamicLayer()

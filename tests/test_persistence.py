@@ -20,6 +20,7 @@ KINDS = {
     "sliding": lambda: nn.SlidingWindowKVCache(4, sink_tokens=2),
     "quantized-4": lambda: nn.QuantizedKVCache(bits=4, group_size=2, residual_length=3),
     "quantized-8": lambda: nn.QuantizedKVCache(bits=8, group_size=4, residual_length=0),
+    "quantized-8 with sinks": lambda: nn.QuantizedKVCache(bits=8, group_size=4, residual_length=1, sink_tokens=2),
     "hybrid": lambda: nn.HybridKVCache([nn.SlidingWindowLayer(3), nn.DynamicLayer(), nn.QuantizedLayer(8, 4, 2)]),
     "hybrid-static-rows": lambda: nn.HybridKVCache([nn.StaticLayer(32, max_batch_size=4), nn.DynamicLayer(),
                                                     nn.SlidingWindowLayer(3)]),

@@ -31,29 +31,32 @@ def value_bound(want, bits, group_size, dtype_name):
     return np.broadcast_to(bound, groups.shape).reshape(want.shape)
 
 
-def key_bound(want, bits, group_size, dtype_name, peak=None):
-    """Keys, per channel over groups of ``group_size`` positions from the first: scale / 2 of
-    the group plus the dtype's roundings. After a crop into the codes the groups' cropped
-    positions are gone from the reference, so the bound comes from ``peak`` (the largest
-    magnitude written since the reset): no group spans more than ``2 * peak``."""
+def key_bound(want, bits, group_size, dtype_name, peak=None, first=0):
+    """Keys, per channel over groups of ``group_size`` positions from ``first`` (after the
+    sinks): scale / 2 of the group plus the dtype's roundings. After a crop into the codes the
+    groups' cropped positions are gone from the reference, so the bound comes from ``peak`` (the
+    largest magnitude written since the reset): no group spans more than ``2 * peak``."""
     if peak is not None:
         return np.full(want.shape, 2 * peak / (2**bits - 1) / 2 + rounding(peak, peak, dtype_name))
     bound = np.zeros(want.shape)
     wide = want.astype(np.float64)
-    for start in range(0, want.shape[-2], group_size):
+    for start in range(first, want.shape[-2], group_size):
         group = wide[..., start:start + group_size, :]
         low, high = group.min(axis=-2, keepdims=True), group.max(axis=-2, keepdims=True)
         bound[..., start:start + group_size, :] = (high - low) / (2**bits - 1) / 2 + rounding(low, high, dtype_name)
     return bound
 
 
-def assert_close_to_history(got, model, bits, group_size, residual_length, dtype_name, peak=None):
+def assert_close_to_history(got, model, bits, group_size, residual_length, dtype_name, peak=None, sinks=0):
+    """``got`` within the scheme's bounds of the reference; the last ``residual_length`` and the
+    first ``sinks`` positions exact."""
     n = model.length
     exact = min(n, residual_length)
-    for out, want, bound in ((got[0].numpy(), model.keys, key_bound(model.keys, bits, group_size, dtype_name, peak)),
+    for out, want, bound in ((got[0].numpy(), model.keys, key_bound(model.keys, bits, group_size, dtype_name, peak, sinks)),
                              (got[1].numpy(), model.values, value_bound(model.values, bits, group_size, dtype_name))):
         assert out.shape == want.shape
         np.testing.assert_array_equal(out[..., n - exact:, :], want[..., n - exact:, :])  # full precision
+        np.testing.assert_array_equal(out[..., :sinks, :], want[..., :sinks, :])
         diff = np.abs(out.astype(np.float64) - want.astype(np.float64))
         assert (diff <= bound).all(), float(diff.max())
 
@@ -64,10 +67,19 @@ def test_random_operations_match_reference(backend_name, data):
     bits = data.draw(st.sampled_from([4, 8]))
     group_size = data.draw(st.sampled_from([2, 4, 8]))
     residual_length = data.draw(st.integers(0, 5))
+    sink_tokens = data.draw(st.sampled_from([0, 0, 1, 3]))
     dtype = data.draw(st.sampled_from([lucid.Float32, lucid.Float16, lucid.BFloat16]))
     if lucid.get_backend().dtype(dtype.xp_name) is None:
         dtype = lucid.Float32
-    cache, model = nn.QuantizedKVCache(bits, group_size, residual_length), ReferenceHistory()
+    cache, model = nn.QuantizedKVCache(bits, group_size, residual_length, sink_tokens), ReferenceHistory()
+
+    def sinks():  # the exact first positions, which a crop may have cut into
+        layer = cache.layers[0] if cache.layers and cache.layers[0].written else None
+        if layer is not None and not cut:
+            assert layer.sinks_held == min(sink_tokens, model.length)
+        return layer.sinks_held if layer is not None else 0
+
+    cut = False  # whether a crop dropped positions since the reset
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     peak, cropped = 0.0, False  # the largest key magnitude since the reset; whether a crop cut into the codes
     for _ in range(data.draw(st.integers(1, 12))):
@@ -82,17 +94,19 @@ def test_random_operations_match_reference(backend_name, data):
             returned = cache.update(k, v, 0, cache_position=position)
             model.append(k.numpy(), v.numpy())
             assert_close_to_history(returned, model, bits, group_size, residual_length, dtype.xp_name,
-                                    peak if cropped else None)
+                                    peak if cropped else None, sinks())
             layer = cache.layers[0]
-            assert residual_length <= layer.residual_length_held + (model.length < residual_length) * residual_length
+            after_sinks = model.length - layer.sinks_held
+            assert residual_length <= layer.residual_length_held + (after_sinks < residual_length) * residual_length
             assert layer.residual_length_held < residual_length + group_size
-            assert layer.quantized_length == model.length - layer.residual_length_held
+            assert layer.quantized_length == after_sinks - layer.residual_length_held
         elif op in ("select", "repeat"):
             batch_op(data, op, cache, model, batch)
         elif op == "crop":
             m = data.draw(st.integers(0, 12))
             layer = cache.layers[0] if cache.layers and cache.layers[0].written else None
             cropped = cropped or (layer is not None and layer.quantized_length > 0 and m < model.length)
+            cut = cut or m < model.length
             cache.crop(m)
             model.crop(m)
         elif op == "trim":
@@ -116,13 +130,13 @@ def test_random_operations_match_reference(backend_name, data):
                 assert_unchanged(before, cache, 1)
         elif op == "reset":
             cache.reset()
-            model, peak, cropped = ReferenceHistory(), 0.0, False
+            model, peak, cropped, cut = ReferenceHistory(), 0.0, False, False
         if cache.layers and cache.layers[0].written and not cache.layers[0].quantized_length:
             cropped = False  # no codes left: the next ones start whole groups from the first position
         assert cache.get_seq_length(0) == model.length
         if model.length:
             assert_close_to_history(cache.get(0), model, bits, group_size, residual_length, dtype.xp_name,
-                                    peak if cropped else None)
+                                    peak if cropped else None, sinks())
 
 
 @SETTINGS
@@ -131,7 +145,7 @@ def test_snapshots_never_change_and_attention_reads_the_codes_exactly(backend_na
     """What ``update`` returned reads the same after later appends, trims, crops and batch
     edits; attention over it (from the codes) equals attention over its full-precision arrays."""
     bits, group_size = data.draw(st.sampled_from([4, 8])), data.draw(st.sampled_from([2, 4, 8]))
-    cache = nn.QuantizedKVCache(bits, group_size, data.draw(st.integers(0, 5)))
+    cache = nn.QuantizedKVCache(bits, group_size, data.draw(st.integers(0, 5)), data.draw(st.sampled_from([0, 2])))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     kept = []
     for _ in range(data.draw(st.integers(1, 8))):

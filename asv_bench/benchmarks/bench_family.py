@@ -14,8 +14,9 @@ STEPS = 1000
 class SlidingWindowStep:
     """1000 decode steps (B=1, H=8, D=64, float32, ``cache_position=[t]``) after a 1024-token prefill.
 
-    A step writes the token twice (mirrored ring) and returns views: its cost must not depend
-    on the window. ``floor``: DecodeStep's (two writes, two views).
+    A step writes the token into its ring slot and the slot's mirror (one strided write each for
+    keys and values) and returns views: its cost must not depend on the window. ``floor``:
+    DecodeStep's (two writes, two views).
     """
 
     params = [BACKENDS, ["floor", "sliding"], [64, 4096, 65536]]
@@ -46,15 +47,16 @@ class SlidingWindowStep:
 
 
 class SinksStep:
-    """1000 decode steps of a sliding window with 4 attention sinks (B=1, H=8, D=64, float32,
-    ``cache_position=[t]``) after a prefill of 1024, 8192 or 32768 tokens.
+    """1000 decode steps of a sliding window with 4 or 64 attention sinks (B=1, H=8, D=64,
+    float32, ``cache_position=[t]``) after a prefill of 1024, 8192 or 32768 tokens.
 
-    A step writes the token twice and the 4 sinks once (they move one slot along the ring) and
-    returns views: its cost must not depend on the window or the length. ``floor``: DecodeStep's
-    (two writes, two views).
+    A step writes the token once into the keys' ring and once into the values' and returns
+    tensors that join sinks and window only if read (attention reads the ring as it lies): its
+    cost must not depend on the window, the length or the number of sinks. ``floor``:
+    DecodeStep's (two writes, two views).
     """
 
-    params = [BACKENDS, ["floor", "sliding+4 sinks"], [64, 4096, 65536], [1024, 8192, 32768]]
+    params = [BACKENDS, ["floor", "sliding+4 sinks", "sliding+64 sinks"], [64, 4096, 65536], [1024, 8192, 32768]]
     param_names = ["backend", "cache", "window", "length"]
     number = 1
     warmup_time = 0
@@ -71,7 +73,7 @@ class SinksStep:
             target.update(raw(prefill), raw(prefill))
             self.step = lambda t: target.update(kd, kd)
         else:
-            target = nn.SlidingWindowKVCache(window, sink_tokens=4)
+            target = nn.SlidingWindowKVCache(window, sink_tokens={"sliding+4 sinks": 4, "sliding+64 sinks": 64}[cache])
             target.update(prefill, prefill, 0)
             update = target.update
             self.step = lambda t: update(k, k, 0, cache_position=[t])

@@ -63,6 +63,9 @@ def attend_codes(xp, q, keys: Codes, values: Codes, visible, scale: float):
     parts = [_key_scores(xp, keys, qg, start, stop, work) for start, stop in _blocks(keys)]
     if parts:
         parts[0] = parts[0][..., keys.skip:, :]
+    first = keys.first.shape[-2]
+    if first:
+        parts.insert(0, xp.astype(keys.first, work) @ xp.matrix_transpose(qg))
     if keys.recent.shape[-2]:
         parts.append(xp.astype(keys.recent, work) @ xp.matrix_transpose(qg))
     scores = xp.empty((batch, kv_heads, rows, k_len), dtype=work)
@@ -73,10 +76,11 @@ def attend_codes(xp, q, keys: Codes, values: Codes, visible, scale: float):
     peak = xp.max(scores, axis=-1, keepdims=True)
     weights = xp.exp(scores - xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak)))
     total = xp.sum(weights, axis=-1, keepdims=True)  # (B, Hkv, rows, 1)
+    out = weights[..., :first] @ xp.astype(values.first, work) if first else None
+    weights = weights[..., first:]
     # The skipped (cropped) positions of the first block weigh nothing.
     if values.skip:
         weights = xp.concat([xp.zeros((batch, kv_heads, rows, values.skip), dtype=work), weights], axis=-1)
-    out = None
     for start, stop in _blocks(values):
         block = _weighted_values(xp, values, weights[..., start:stop], start, stop, work)
         out = block if out is None else out + block

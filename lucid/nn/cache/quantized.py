@@ -8,8 +8,8 @@ class QuantizedKVCache(KVCache):
 
     Old positions are stored as ``bits``-bit codes, keys per channel over groups of
     ``group_size`` positions and values per position over groups of ``group_size`` head-dimension
-    values; the last ``residual_length`` positions (and up to ``group_size - 1`` more) in full
-    precision. ``update``/``get`` return snapshots whose full-precision arrays (new ones, not
+    values; the last ``residual_length`` positions (and up to ``group_size - 1`` more) and the
+    first ``sink_tokens`` in full precision. ``update``/``get`` return snapshots whose full-precision arrays (new ones, not
     views) are built when read; attention reads the codes. The settings are the prototype
     layer's (``cache.prototype.bits`` and so on).
 
@@ -18,6 +18,7 @@ class QuantizedKVCache(KVCache):
     bits : {4, 8}
     group_size : int
     residual_length : int
+    sink_tokens : int
 
     Examples
     --------
@@ -30,5 +31,5 @@ class QuantizedKVCache(KVCache):
     (0.21, 4)
     """
 
-    def __init__(self, bits: int = 4, group_size: int = 64, residual_length: int = 128):
-        super().__init__(prototype=QuantizedLayer(bits, group_size, residual_length))
+    def __init__(self, bits: int = 4, group_size: int = 64, residual_length: int = 128, sink_tokens: int = 0):
+        super().__init__(prototype=QuantizedLayer(bits, group_size, residual_length, sink_tokens))

@@ -96,9 +96,10 @@ def unpack(xp, codes, bits: int):
 class Codes:
     """Keys or values of a quantized layer at one moment, never changed after.
 
-    ``codes`` ``(B, H, N, D')`` holds ``N`` quantized positions (``D' = D / 2`` for 4 bits),
-    of which the first ``skip`` were cropped away (a crop drops whole key groups only);
-    ``recent`` ``(B, H, R, D)`` the positions after them in full precision. ``per_channel``:
+    ``first`` ``(B, H, F, D)`` holds the first positions in full precision (the layer's attention
+    sinks); ``codes`` ``(B, H, N, D')`` the ``N`` quantized positions after them (``D' = D / 2``
+    for 4 bits), of which the first ``skip`` were cropped away (a crop drops whole key groups
+    only); ``recent`` ``(B, H, R, D)`` the positions after those, in full precision. ``per_channel``:
     scales and zeros ``(B, H, N / group_size, D)``, one per channel of each group of tokens
     (keys); otherwise ``(B, H, N, D / group_size)``, one per group of each token's values.
 
@@ -120,6 +121,7 @@ class Codes:
     skip: int
     recent: object
     dtype_name: str
+    first: object
 
     @property
     def quantized(self) -> int:
@@ -128,8 +130,8 @@ class Codes:
 
     @property
     def length(self) -> int:
-        """Every position: codes, then full precision."""
-        return self.quantized + self.recent.shape[-2]
+        """Every position: the first ones, the codes, then the recent ones."""
+        return self.first.shape[-2] + self.quantized + self.recent.shape[-2]
 
     @property
     def shape(self) -> tuple:
@@ -165,11 +167,12 @@ class Codes:
         >>> keys.codes.dequantize(lucid.get_backend().xp).shape
         (1, 1, 9, 4)
         """
-        stored = self.codes.shape[-2]
-        if not stored:
-            return xp.asarray(self.recent, copy=True)
-        old = xp.astype(self._stored(xp)[..., self.skip:, :], self.recent.dtype)
-        return xp.concat([old, self.recent], axis=-2) if self.recent.shape[-2] else old
+        parts = [self.first] if self.first.shape[-2] else []
+        if self.codes.shape[-2]:
+            parts.append(xp.astype(self._stored(xp)[..., self.skip:, :], self.recent.dtype))
+        if self.recent.shape[-2] or not parts:
+            parts.append(self.recent)
+        return xp.concat(parts, axis=-2) if len(parts) > 1 else xp.asarray(parts[0], copy=True)
 
 
 class QuantizedTensor(LazyTensor):

@@ -28,6 +28,10 @@ class QuantizedLayer(CacheLayer):
     ``residual_length + group_size - 1`` (so ``residual_length=0`` still holds up to
     ``group_size - 1`` positions exactly).
 
+    The first ``sink_tokens`` positions (the attention sinks: trained models give the first
+    tokens a large share of every query's attention, so their error reaches every step) are
+    also kept in full precision; codes start after them.
+
     Writes are appends. ``update`` returns keys and values of every position as
     :class:`~lucid.nn.cache.quantized_codes.QuantizedTensor`: a snapshot that later calls
     never change, whose full-precision array (new, in the input dtype) is built the first time
@@ -42,6 +46,8 @@ class QuantizedLayer(CacheLayer):
         dimension (checked at the first write).
     residual_length : int
         Recent positions kept in full precision (>= 0).
+    sink_tokens : int
+        First positions kept in full precision (>= 0).
 
     Examples
     --------
@@ -54,13 +60,14 @@ class QuantizedLayer(CacheLayer):
 
     kind = "quantized"
 
-    def __init__(self, bits: int = 4, group_size: int = 64, residual_length: int = 128):
+    def __init__(self, bits: int = 4, group_size: int = 64, residual_length: int = 128, sink_tokens: int = 0):
         bits = check_int(bits, "bits")
         if bits not in (4, 8):
             raise ValueError(f"bits must be 4 or 8, got {bits}")
         self.bits = bits
         self.group_size = check_int(group_size, "group_size", minimum=1)
         self.residual_length = check_int(residual_length, "residual_length")
+        self.sink_tokens = check_int(sink_tokens, "sink_tokens")
         self._release()
 
     def _release(self) -> None:
@@ -68,6 +75,8 @@ class QuantizedLayer(CacheLayer):
         # of them cropped away), and the residual buffer of the recent ones.
         self.stored: dict[str, tuple | None] = {"key": None, "value": None}
         self.residual: dict[str, object] = {"key": None, "value": None}
+        self.sinks: dict[str, object] = {"key": None, "value": None}  # (B, ..., sink_tokens, D) each
+        self.sinks_held = 0
         self.skip = 0
         self.quantized_length = 0
         self.residual_length_held = 0
@@ -75,6 +84,7 @@ class QuantizedLayer(CacheLayer):
         self.written = False
         self._spec = None
         self._exposed = 0  # residual positions snapshots may read: rewriting them needs a new buffer
+        self._sinks_exposed = 0  # the same for the sinks' buffer
 
     @property
     def _capacity(self) -> int:
@@ -94,15 +104,16 @@ class QuantizedLayer(CacheLayer):
         """
         if not self.written:
             return None
-        self._exposed = self.residual_length_held
+        self._exposed, self._sinks_exposed = self.residual_length_held, self.sinks_held
         backend = self._spec.backend
         return tuple(QuantizedTensor(self._codes(name, self.stored[name], self.residual[name]), backend)
                      for name in _NAMES)
 
-    def _codes(self, name: str, stored: tuple, residual, skip: int | None = None, held: int | None = None) -> Codes:
-        held = self.residual_length_held if held is None else held
-        return Codes(self.bits, self.group_size, name == "key", *stored, self.skip if skip is None else skip,
-                     residual[..., :held, :], self._spec.lucid_dtype.xp_name)
+    def _codes(self, name: str, stored: tuple, residual) -> Codes:
+        sinks = self.sinks[name]
+        first = residual[..., :0, :] if sinks is None else sinks[..., :self.sinks_held, :]
+        return Codes(self.bits, self.group_size, name == "key", *stored, self.skip,
+                     residual[..., :self.residual_length_held, :], self._spec.lucid_dtype.xp_name, first)
 
     def nbytes(self) -> int:
         """Bytes of codes, scales, zeros and the residual buffers.
@@ -123,6 +134,8 @@ class QuantizedLayer(CacheLayer):
         for name in _NAMES:
             codes, scales, zeros = self.stored[name]
             total += codes.size + (scales.size + zeros.size) * itemsize + self.residual[name].size * itemsize
+            if self.sinks[name] is not None:
+                total += self.sinks[name].size * itemsize
         return total
 
     # -- writing ---------------------------------------------------------
@@ -143,11 +156,18 @@ class QuantizedLayer(CacheLayer):
         check_append(cache_position, n, count, k.shape[0], "a quantized layer")
         if not self.written:
             self._check_layout(spec)
-            spec.check_fits(self._capacity, f"residual_length={self.residual_length}, group_size={self.group_size}")
+            spec.check_fits(self._capacity + self.sink_tokens,
+                            f"residual_length={self.residual_length}, group_size={self.group_size}, "
+                            f"sink_tokens={self.sink_tokens}")
         xp, keep, size = spec.backend.xp, self.residual_length, self.group_size
         if not (bool(xp.all(xp.isfinite(k))) and bool(xp.all(xp.isfinite(v)))):
             raise ValueError("key and value must be finite to be quantized (a NaN or inf would spread over its "
                              "whole group); the update holds a NaN or an inf")
+        first = self._to_sinks(count)
+        key_first, value_first = k[..., :first, :], v[..., :first, :]
+        sinks = {name: self._sinks_buffer(xp, name, step, spec, first)
+                 for name, step in (("key", spec.step_k), ("value", spec.step_v))}
+        k, v, count = k[..., first:, :], v[..., first:, :], count - first
         held, total = self.residual_length_held, self.residual_length_held + count
         quantize_now = (total - keep) // size * size if total >= self._capacity else 0
         stored, residual = {}, {}
@@ -166,14 +186,33 @@ class QuantizedLayer(CacheLayer):
                     buffer = xp.asarray(buffer, copy=True)
                 residual[name] = (buffer, x, held)
 
-        for name in _NAMES:
+        for name, x in (("key", key_first), ("value", value_first)):
+            if first:
+                sinks[name][..., self.sinks_held:self.sinks_held + first, :] = x
             buffer, recent, at = residual[name]
             buffer[..., at:at + recent.shape[-2], :] = recent
-            self.stored[name], self.residual[name] = stored[name], buffer
+            self.stored[name], self.residual[name], self.sinks[name] = stored[name], buffer, sinks[name]
+        self.sinks_held += first
         self.quantized_length = stored["key"][0].shape[-2] - self.skip
         self.residual_length_held = total - quantize_now
-        self._spec, self.length, self.written = spec, n + count, True
+        self._spec, self.length, self.written = spec, n + first + count, True
         return self.get()
+
+    def _to_sinks(self, count: int) -> int:
+        """How many of ``count`` new positions go to the sinks: while nothing follows them."""
+        if self.quantized_length or self.residual_length_held:
+            return 0
+        return min(count, self.sink_tokens - self.sinks_held)
+
+    def _sinks_buffer(self, xp, name: str, step: tuple, spec: Spec, first: int):
+        """The sinks' buffer a write of ``first`` positions goes to: the current one, a new one
+        (none yet), or a copy (the write would change what a snapshot reads)."""
+        buffer = self.sinks[name]
+        if not first:
+            return buffer
+        if buffer is None:
+            return xp.empty(step[:-2] + (self.sink_tokens, step[-1]), dtype=spec.dtype)
+        return xp.asarray(buffer, copy=True) if self.sinks_held < self._sinks_exposed else buffer
 
     def _empty(self, xp, name: str, step: tuple, spec: Spec) -> tuple:
         """No codes yet: zero-length codes, scales and zeros of the layer's layout."""
@@ -226,16 +265,19 @@ class QuantizedLayer(CacheLayer):
         backend = self._spec.backend
         stored = {name: tuple(backend.take_rows(a, rows) for a in self.stored[name]) for name in _NAMES}
         residual = {name: backend.take_rows(self.residual[name], rows) for name in _NAMES}
+        sinks = {name: None if self.sinks[name] is None else backend.take_rows(self.sinks[name], rows) for name in _NAMES}
         spec = self._spec.with_batch(len(rows))
 
         def commit() -> None:
-            self.stored, self.residual, self._spec = stored, residual, spec
+            self.stored, self.residual, self.sinks, self._spec = stored, residual, sinks, spec
 
         return commit
 
     def prepare_crop(self, max_length: int) -> Callable[[], None]:
         """Prepare to keep the most recent ``max_length`` positions; return the commit. Key
         groups go whole: the live part of a group stays, its cropped positions skipped.
+
+        The sinks go first: they are the oldest positions.
 
         Examples
         --------
@@ -249,8 +291,14 @@ class QuantizedLayer(CacheLayer):
             return nothing
         xp, size = self._spec.backend.xp, self.group_size
         drop, held, quantized = self.length - max_length, self.residual_length_held, self.quantized_length
+        cut = min(drop, self.sinks_held)  # sinks dropped (the oldest positions)
+        sinks_held, drop = self.sinks_held - cut, drop - cut
+        sinks = {name: self.sinks[name] if not cut else self._moved(xp, self.sinks[name], cut, self.sinks_held)
+                 for name in _NAMES}
         stored, residual = {}, {}
-        if drop <= quantized:  # the residual stays; whole groups of codes go
+        if not drop:
+            stored, residual, skip = self.stored, self.residual, self.skip
+        elif drop <= quantized:  # the residual stays; whole groups of codes go
             skip = self.skip + drop
             groups = skip // size
             for name in _NAMES:
@@ -261,20 +309,24 @@ class QuantizedLayer(CacheLayer):
                 residual[name] = self.residual[name]
             skip -= groups * size
         else:  # every code goes, and the residual's oldest positions
-            skip, cut = 0, drop - quantized
+            skip, gone = 0, drop - quantized
             for name in _NAMES:
                 stored[name] = tuple(a[..., :0, :] for a in self.stored[name])
-                buffer = xp.empty(self.residual[name].shape, dtype=self._spec.dtype)
-                buffer[..., :held - cut, :] = self.residual[name][..., cut:held, :]
-                residual[name] = buffer
-            held -= cut
+                residual[name] = self._moved(xp, self.residual[name], gone, held)
+            held -= gone
 
         def commit() -> None:
-            self.stored, self.residual, self.skip = stored, residual, skip
+            self.stored, self.residual, self.skip, self.sinks, self.sinks_held = stored, residual, skip, sinks, sinks_held
             self.residual_length_held, self.quantized_length = held, max(0, quantized - drop)
             self.length = max_length
 
         return commit
+
+    def _moved(self, xp, buffer, cut: int, held: int):
+        """A new buffer like ``buffer`` holding its positions ``[cut, held)`` from the start."""
+        moved = xp.empty(buffer.shape, dtype=self._spec.dtype)
+        moved[..., :held - cut, :] = buffer[..., cut:held, :]
+        return moved
 
     def trimmable(self, appended: int = 0) -> int:
         """Positions that drop exactly while the last ``min(length, residual_length)`` stay in
@@ -296,7 +348,7 @@ class QuantizedLayer(CacheLayer):
         (4, 1)
         """
         held, quantized = (self.residual_length_held, self.quantized_length) if self.written else (0, 0)
-        total, keep = held + appended, self.residual_length
+        total, keep = held + appended - self._to_sinks(appended), self.residual_length
         if total >= self._capacity:  # the update quantizes: the residual keeps what passes whole groups
             return (total - keep) % self.group_size
         if not quantized:
@@ -317,15 +369,17 @@ class QuantizedLayer(CacheLayer):
         """
         if not self.written or not count:
             return nothing
-        held, length = self.residual_length_held - count, self.length - count
+        held, length = max(0, self.residual_length_held - count), self.length - count
+        sinks_held = self.sinks_held - max(0, count - self.residual_length_held)  # nothing quantized: into the sinks
 
         def commit() -> None:
-            self.residual_length_held, self.length = held, length
+            self.residual_length_held, self.length, self.sinks_held = held, length, sinks_held
 
         return commit
 
     def arguments(self) -> dict:
-        """``{"bits": ..., "group_size": ..., "residual_length": ...}``.
+        """``{"bits": ..., "group_size": ..., "residual_length": ...}``, and ``"sink_tokens"``
+        when there are any.
 
         Examples
         --------
@@ -333,7 +387,8 @@ class QuantizedLayer(CacheLayer):
         >>> nn.QuantizedLayer(bits=8).arguments()
         {'bits': 8, 'group_size': 64, 'residual_length': 128}
         """
-        return {"bits": self.bits, "group_size": self.group_size, "residual_length": self.residual_length}
+        sinks = {"sink_tokens": self.sink_tokens} if self.sink_tokens else {}
+        return {"bits": self.bits, "group_size": self.group_size, "residual_length": self.residual_length, **sinks}
 
     def _contents(self) -> tuple[dict, dict]:
         # Codes, scales and zeros (the cropped `skip` included) and the residual, for keys and
@@ -343,6 +398,8 @@ class QuantizedLayer(CacheLayer):
             for part, array in zip(("codes", "scales", "zeros"), self.stored[name]):
                 arrays[f"{name}.{part}"] = array
             arrays[f"{name}.residual"] = self.residual[name][..., :self.residual_length_held, :]
+            if self.sinks_held:
+                arrays[f"{name}.sinks"] = self.sinks[name][..., :self.sinks_held, :]
         return {"scheme": "keys-per-channel", "skip": self.skip}, arrays
 
     def _restore(self, settings: dict, arrays: dict) -> None:
@@ -353,7 +410,8 @@ class QuantizedLayer(CacheLayer):
         held = residual_k.shape[-2]
         stored = {name: tuple(arrays.get(f"{name}.{part}") for part in ("codes", "scales", "zeros")) for name in _NAMES}
         quantized = self._check_saved_codes(stored, skip, residual_k, residual_v)
-        check_saved(residual_k, residual_v, settings["length"] - quantized, repr(self))
+        first = self._check_saved_sinks(arrays.get("key.sinks"), arrays.get("value.sinks"), residual_k, residual_v)
+        check_saved(residual_k, residual_v, settings["length"] - quantized - first, repr(self))
         spec = Spec.of(residual_k, residual_v)
         xp = spec.backend.xp
         for name, recent, step in (("key", residual_k, spec.step_k), ("value", residual_v, spec.step_v)):
@@ -361,8 +419,24 @@ class QuantizedLayer(CacheLayer):
             buffer = xp.empty(step[:-2] + (self._capacity, step[-1]), dtype=spec.dtype)
             buffer[..., :held, :] = recent
             self.residual[name] = buffer
+            if first:
+                self.sinks[name] = xp.empty(step[:-2] + (self.sink_tokens, step[-1]), dtype=spec.dtype)
+                self.sinks[name][..., :first, :] = arrays[f"{name}.sinks"]
         self.skip, self.quantized_length, self.residual_length_held = skip, quantized, held
+        self.sinks_held = first
         self._spec, self.length, self.written = spec, settings["length"], True
+
+    def _check_saved_sinks(self, sinks_k, sinks_v, residual_k, residual_v) -> int:
+        """The saved sinks' positions (0 for none), or ``ValueError`` unless they fit the layer
+        and the residual."""
+        if sinks_k is None and sinks_v is None:
+            return 0
+        for sinks, residual in ((sinks_k, residual_k), (sinks_v, residual_v)):
+            if (sinks is None or sinks.ndim != residual.ndim or sinks.dtype != residual.dtype
+                    or tuple(sinks.shape[:-2]) != tuple(residual.shape[:-2]) or sinks.shape[-1] != residual.shape[-1]
+                    or not 0 < sinks.shape[-2] <= self.sink_tokens or sinks.shape[-2] != sinks_k.shape[-2]):
+                raise ValueError(f"{self!r}: the saved sinks do not fit sink_tokens={self.sink_tokens} and the residual")
+        return sinks_k.shape[-2]
 
     def _check_saved_codes(self, stored: dict, skip, residual_k, residual_v) -> int:
         """The live quantized positions of saved codes, or ``ValueError`` unless codes, scales
@@ -390,5 +464,6 @@ class QuantizedLayer(CacheLayer):
         return count - skip
 
     def __repr__(self) -> str:
+        sinks = f", sink_tokens={self.sink_tokens}" if self.sink_tokens else ""
         return (f"QuantizedLayer(bits={self.bits}, group_size={self.group_size}, "
-                f"residual_length={self.residual_length}, length={self.length})")
+                f"residual_length={self.residual_length}{sinks}, length={self.length})")
