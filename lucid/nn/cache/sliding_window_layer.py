@@ -25,26 +25,19 @@ class SlidingWindowLayer(CacheLayer):
     (a prefill longer than the window returns all of it). :meth:`key_positions` tells the
     absolute position of each.
 
-    Storage is one buffer per keys and values: the sinks' home, then a ring of the window. A
-    position past the sinks goes to ring slot ``(position - sink_tokens) % window``; a one-token
-    step writes the token once into the keys and once into the values (one slice write each),
-    whatever the window and the length, and never copies the window.
+    Storage is one buffer per keys and values: the sinks' home, then a ring of ``window``
+    slots. A position past the sinks goes to ring slot ``(position - sink_tokens) % window``; a
+    one-token step writes the token once into the keys and once into the values (one slice
+    write each), whatever the window and the length, and never copies the window.
 
-    - Without sinks the ring is mirrored: ``2 * window`` slots, each position written to its
-      slot and the slot ``window`` on, in the same strided write, so the last ``window``
-      positions are always one contiguous slice in order, and ``update``/``get`` return views
-      of it.
-    - With sinks the ring is ``window`` slots. Once the window has slid, ``update``/``get``
-      return :class:`~lucid.nn.cache.window_tensor.WindowTensor` s: the sinks and the window,
-      joined in temporal order only if something reads them. Attention reads the buffer as it
-      lies (a decode step's query sees every key it holds, and the softmax does not depend on
-      their order).
-
-    Before the window slides, every position sits at its own slot and what is returned is a
-    view in order. Memory: ``sink_tokens + window`` positions with sinks, ``2 * window``
-    without, allocated at the first write. Like every tensor a cache returns, what ``update``
-    and ``get`` return reads this storage and is valid until the next call that changes the
-    cache.
+    Until the window has slid every position sits at its own slot, and what ``update`` and
+    ``get`` return are views in order; so are they whenever the ring's oldest slot is its first.
+    Otherwise they are :class:`~lucid.nn.cache.window_tensor.WindowTensor` s: the sinks and the
+    window, joined in temporal order only if something reads them. Attention reads the buffer
+    as it lies (a decode step's query sees every key it holds, and the softmax does not depend
+    on their order). Memory: ``sink_tokens + window`` positions, allocated at the first write.
+    Like every tensor a cache returns, what ``update`` and ``get`` return reads this storage and
+    is valid until the next call that changes the cache.
 
     Parameters
     ----------
@@ -68,13 +61,10 @@ class SlidingWindowLayer(CacheLayer):
     def __init__(self, window: int, sink_tokens: int = 0):
         self.window = check_int(window, "window", minimum=1)
         self.sink_tokens = check_int(sink_tokens, "sink_tokens", minimum=0)
-        # A one-token write: slice(slot, slot + reach, window) is the slot, and its mirror
-        # when the ring is mirrored (no sinks).
-        self._reach = 1 if self.sink_tokens else self.window + 1
         self._release()
 
     def _release(self) -> None:
-        # (B, ..., D): the sinks' home, then the ring (mirrored without sinks)
+        # (B, ..., D): the sinks' home, then the ring
         self.ring_keys = self.ring_values = None
         self.length = 0
         self.written = False
@@ -91,16 +81,16 @@ class SlidingWindowLayer(CacheLayer):
         if end - sinks <= window:  # nothing has left the window: every position at its own slot
             return _wrap(keys[..., :end, :], backend), _wrap(values[..., :end, :], backend)
         oldest = (end - sinks) % window  # the ring slot of the first position kept
-        if sinks:
-            return WindowTensor(keys, sinks, window, oldest, backend), WindowTensor(values, sinks, window, oldest, backend)
-        return _wrap(keys[..., oldest:oldest + window, :], backend), _wrap(values[..., oldest:oldest + window, :], backend)
+        if oldest == 0:  # the ring lies in order
+            return _wrap(keys, backend), _wrap(values, backend)
+        return WindowTensor(keys, sinks, window, oldest, backend), WindowTensor(values, sinks, window, oldest, backend)
 
     def _window(self, buffer, lo: int, hi: int) -> list:
         """Views of window positions ``[lo, hi)`` (past the sinks, among the latest ``window``
-        written), in order: one, or two where an unmirrored ring wraps."""
+        written), in order: one, or two where the ring wraps."""
         sinks, window = self.sink_tokens, self.window
         start, count = sinks + (lo - sinks) % window, max(0, hi - lo)
-        if sinks and start + count > sinks + window:
+        if start + count > sinks + window:
             return [buffer[..., start:, :], buffer[..., sinks:start + count - window, :]]
         return [buffer[..., start:start + count, :]]
 
@@ -148,7 +138,7 @@ class SlidingWindowLayer(CacheLayer):
         >>> import lucid, lucid.nn as nn
         >>> layer = nn.SlidingWindowLayer(window=4, sink_tokens=1)
         >>> _ = layer.update(lucid.randn(1, 1, 1, 2), lucid.randn(1, 1, 1, 2))
-        >>> layer.nbytes()  # (4 + 1) positions x (2 + 2) float32 values (no sinks: 2 * 4 positions)
+        >>> layer.nbytes()  # (4 + 1) positions x (2 + 2) float32 values
         80
         """
         if self.ring_keys is None:
@@ -179,9 +169,8 @@ class SlidingWindowLayer(CacheLayer):
                     and k.dtype is v.dtype is spec.dtype
                     and (cache_position is None or is_next(cache_position, n, 1))):
                 slot = self.sink_tokens + (n - self.sink_tokens) % self.window
-                slots = slice(slot, slot + self._reach, self.window)  # the slot, and its mirror without sinks
-                self.ring_keys[..., slots, :] = k
-                self.ring_values[..., slots, :] = v
+                self.ring_keys[..., slot:slot + 1, :] = k
+                self.ring_values[..., slot:slot + 1, :] = v
                 self.length = n + 1
                 return self._shown(self.ring_keys, self.ring_values, n + 1, spec.backend)
         k, v = as_arrays(key, value)
@@ -221,7 +210,7 @@ class SlidingWindowLayer(CacheLayer):
 
     def _write(self, buffer, x, n: int, end: int) -> None:
         """Write positions ``[n, end)``: sinks to their home, the latest ``window`` of the rest to
-        their ring slots (both copies in a mirrored ring)."""
+        their ring slots."""
         sinks, window = self.sink_tokens, self.window
         if n < sinks:
             hi = min(sinks, end)
@@ -232,13 +221,12 @@ class SlidingWindowLayer(CacheLayer):
             start = (first - sinks) % window
             head = min(count, window - start)
             part, rest = x[..., first - n:first - n + head, :], x[..., first - n + head:, :]
-            for offset in (sinks,) if sinks else (0, window):
-                buffer[..., offset + start:offset + start + head, :] = part
-                if count > head:
-                    buffer[..., offset:offset + count - head, :] = rest
+            buffer[..., sinks + start:sinks + start + head, :] = part
+            if count > head:
+                buffer[..., sinks:sinks + count - head, :] = rest
 
     def _allocate(self, spec: Spec):
-        positions = self.sink_tokens + self.window if self.sink_tokens else 2 * self.window
+        positions = self.sink_tokens + self.window
         spec.check_fits(positions, f"window={self.window}, sink_tokens={self.sink_tokens}")
         xp = spec.backend.xp
 

@@ -5,11 +5,11 @@ from .lazy_tensor import LazyTensor
 
 
 class WindowTensor(LazyTensor):
-    """Keys or values of a :class:`~lucid.nn.SlidingWindowLayer` with attention sinks, once its
-    window has slid: the sinks, then the window, in temporal order.
+    """Keys or values of a :class:`~lucid.nn.SlidingWindowLayer` whose window has slid: the
+    sinks (if any), then the window, in temporal order.
 
-    The layer keeps the sinks and the window apart, so the ordered whole would be a copy of
-    both; it is made the first time ``array`` is read. ``unordered`` is a view of the same
+    The layer keeps the window as a ring whose oldest slot moves along at every step, so the
+    ordered whole would be a copy; it is made the first time ``array`` is read. ``unordered`` is a view of the same
     positions as the layer holds them (the sinks, then the window's ring out of order), which
     :func:`~lucid.nn.functional.scaled_dot_product_attention` reads when every query may see
     every key: the softmax does not depend on the keys' order. Like every tensor a cache
