@@ -14,9 +14,10 @@ STEPS = 1000
 class SlidingWindowStep:
     """1000 decode steps (B=1, H=8, D=64, float32, ``cache_position=[t]``) after a 1024-token prefill.
 
-    A step writes the token into its ring slot and the slot's mirror (one strided write each for
-    keys and values) and returns views: its cost must not depend on the window. ``floor``:
-    DecodeStep's (two writes, two views).
+    A step writes the token into its ring slot (one slice write each for keys and values) and
+    returns the ring as it lies, joined in order only if read: its cost must not depend on the
+    window. ``floor``: DecodeStep's (two writes, two views). ``SinksStep`` is the same with
+    sinks, at three lengths.
     """
 
     params = [BACKENDS, ["floor", "sliding"], [64, 4096, 65536]]
