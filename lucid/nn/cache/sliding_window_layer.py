@@ -97,7 +97,8 @@ class SlidingWindowLayer(CacheLayer):
     # -- reading ---------------------------------------------------------
     def get(self):
         """``(keys, values)`` of the sinks and the last ``window`` positions, in order (views
-        of the buffers), or ``None`` if unwritten.
+        of the buffers, or ``WindowTensor`` s that join them when read), or ``None`` if
+        unwritten.
 
         Examples
         --------

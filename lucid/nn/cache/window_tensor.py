@@ -9,8 +9,9 @@ class WindowTensor(LazyTensor):
     sinks (if any), then the window, in temporal order.
 
     The layer keeps the window as a ring whose oldest slot moves along at every step, so the
-    ordered whole would be a copy; it is made the first time ``array`` is read. ``unordered`` is a view of the same
-    positions as the layer holds them (the sinks, then the window's ring out of order), which
+    ordered whole would be a copy; it is made the first time ``array`` is read. ``unordered``
+    is a view of the same positions as the layer holds them (the sinks, then the window's ring
+    out of order), which
     :func:`~lucid.nn.functional.scaled_dot_product_attention` reads when every query may see
     every key: the softmax does not depend on the keys' order. Like every tensor a cache
     returns, it reads the layer's storage, and is valid until the next call that changes the
