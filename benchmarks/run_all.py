@@ -48,6 +48,7 @@ COMMANDS = {
     "smollm2_vs_peers": (".", "python benchmarks/smollm2_vs_peers.py --repeats 3"),
     "model_memory": (".", "python benchmarks/model_memory.py"),
     "paged_churn": (".", "python benchmarks/paged_churn.py"),
+    "paged_attention": (".", "python benchmarks/paged_attention.py"),
     "prompt_lookup": (".", "python benchmarks/prompt_lookup.py --rounds 3"),
     "ragged_batch": (".", "python benchmarks/ragged_batch.py --tokens 64"),
     "ragged_batch_long": (".", "python benchmarks/ragged_batch.py --requests 32 --system 512 --min-prompt 64 "

@@ -2,7 +2,7 @@
 driven through the same operations, and a write that does not fit changes nothing."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import lucid
 import lucid.nn as nn
@@ -249,3 +249,43 @@ def test_the_paged_cache_needs_only_the_array_api(backend_name):
         reference = run()
     for got, want in zip(strict, reference):
         np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_decode_step_reads_the_blocks_as_the_gathered_keys_would_give(backend_name, data):
+    """Attention of one query per row over what ``update`` returns reads the blocks where the
+    mask hides every row's padding, without laying them out, and equals attention over the
+    gathered keys; where the mask lets a row see its padding (zeros in the gathered keys), or
+    no mask is given for rows of different lengths, it reads the gathered keys."""
+    from lucid.nn.cache.paged_tensor import PagedTensor
+    from lucid.nn.functional import attention_mask, scaled_dot_product_attention
+
+    rows = data.draw(st.integers(1, 4))
+    lengths = data.draw(st.lists(st.integers(1, 40), min_size=rows, max_size=rows))
+    block, kv_heads, group = data.draw(st.sampled_from([1, 4, 16])), data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
+    cache = nn.PagedKVCache(num_blocks=sum(-(-n // block) for n in lengths) + rows, block_size=block)
+    seqs = [cache.add_sequence() for _ in range(rows)]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    for seq, n in zip(seqs, lengths):  # each prompt alone, then one decode step together
+        cache.batch = [seq]
+        k = lucid.Tensor(rng.standard_normal((1, kv_heads, n - 1, 8)).astype(np.float32))
+        if n > 1:
+            cache.update(k, k * 2, 0)
+    cache.batch = seqs
+    new = lucid.Tensor(rng.standard_normal((rows, kv_heads, 1, 8)).astype(np.float32))
+    keys, values = cache.update(new, new * 2, 0, cache_position=lucid.Tensor(np.array(lengths)[:, None] - 1))
+    assert isinstance(keys, PagedTensor) and keys.shape == (rows, kv_heads, max(lengths), 8)
+    query = lucid.Tensor(rng.standard_normal((rows, kv_heads * group, 1, 8)).astype(np.float32))
+    positions = lucid.Tensor(np.array(lengths)[:, None] - 1)
+    mask = attention_mask(positions, cache.key_positions(0))[:, None, ...]
+    gathered = (lucid.Tensor(keys.numpy()), lucid.Tensor(values.numpy()))
+    keys, values = cache.get(0)
+    got = scaled_dot_product_attention(query, keys, values, attn_mask=mask).numpy()
+    assert not keys.built and not values.built
+    want = scaled_dot_product_attention(query, *gathered, attn_mask=mask).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    keys, values = cache.get(0)
+    got = scaled_dot_product_attention(query, keys, values).numpy()  # no mask: the padding's zeros count
+    assert keys.built == (min(lengths) < max(lengths))
+    np.testing.assert_allclose(got, scaled_dot_product_attention(query, *gathered).numpy(), rtol=1e-5, atol=1e-6)

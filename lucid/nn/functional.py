@@ -5,7 +5,9 @@ import math
 
 from ..tensor import Tensor
 from .cache.quantized_codes import QuantizedTensor
+from .cache.paged_tensor import PagedTensor
 from .cache.window_tensor import WindowTensor
+from .paged_attention import attend_blocks, block_mask
 from .quantized_attention import CODES_ROWS, attend_codes
 
 
@@ -131,6 +133,14 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
         if allowed is not None and bool(xp.all(allowed)):
             allowed = None
         return query.with_array(attend_codes(xp, query.array, key.codes, value.codes, allowed, scale))
+    if (isinstance(key, PagedTensor) and isinstance(value, PagedTensor) and additive is None and q_len == 1
+            and key.backend is query.backend and value.backend is query.backend and key.ndim == 4
+            and key.lengths == value.lengths and key.dtype == value.dtype == query.dtype
+            and query.backend.matmul_dtype(query.array.dtype) == query.array.dtype):
+        # A decode step over a paged cache: read the blocks as they are, not laid out in order.
+        seen = block_mask(xp, key, allowed, q_heads)  # q_len == 1: causal or not, every key
+        if seen is not None:
+            return query.with_array(attend_blocks(query.backend, query.array, key, value, seen, scale))
     q, k, v = query.array, query.as_operand(key), query.as_operand(value)
     given = q.dtype
     work = query.backend.matmul_dtype(given)

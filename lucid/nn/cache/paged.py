@@ -5,7 +5,6 @@ from __future__ import annotations
 import array
 import collections
 import hashlib
-import math
 from typing import Callable
 
 from ...tensor import Tensor
@@ -13,14 +12,11 @@ from ...validation import check_int
 from .arguments import check_append, host_integers, parse_batch_indices, repeat_indices
 from .base import Cache
 from .cache_layer import Spec, as_arrays, check_pair, check_saved
+from .paged_tensor import PagedTensor
 
 _wrap = Tensor.wrap
 #: The key position of a shorter row's padding: past every query, so causal masks hide it.
 PADDING = 2**62
-
-
-#: Bytes of blocks one ``take`` of a gather copies: small enough to stay in a core's cache.
-GATHER_BYTES = 1 << 19
 
 
 class PagedKVCache(Cache):
@@ -254,36 +250,14 @@ class PagedKVCache(Cache):
 
     def _gather(self, pools, tables: list, lengths: list):
         """``(keys, values)`` of the first ``lengths[i]`` positions of the sequence whose block
-        table is ``tables[i]``, gathered from a layer's ``pools`` into new arrays; rows shorter
-        than the longest are padded with zeros (:meth:`key_positions` marks the padding). Rows
-        are gathered a few at a time (about ``GATHER_BYTES`` of blocks per ``take``, which stays
-        in the CPU's cache) straight into the output."""
+        table is ``tables[i]``: :class:`~lucid.nn.cache.paged_tensor.PagedTensor` s over a
+        layer's ``pools`` (rows shorter than the longest padded with block 0)."""
         keys, values, spec = pools
-        xp, longest, size = spec.backend.xp, max(lengths), self.block_size
-        count = -(-longest // size)
+        xp, size = spec.backend.xp, self.block_size
+        count = -(-max(lengths) // size)
         rows = [table[:-(-length // size)] for table, length in zip(tables, lengths)]
-        index = xp.asarray([row + [0] * (count - len(row)) for row in rows], dtype=xp.int64)  # padding: block 0
-        out = []
-        for pool in (keys, values):
-            inner = tuple(pool.shape[1:-2])  # the heads
-            block_bytes = math.prod(pool.shape[1:]) * spec.lucid_dtype.itemsize
-            step = max(1, GATHER_BYTES // max(1, count * block_bytes))
-            whole = xp.empty((len(rows),) + inner + (count * size, pool.shape[-1]), dtype=pool.dtype)
-            by_block = xp.reshape(whole, (len(rows),) + inner + (count, size, pool.shape[-1]))  # a view
-            axes = len(inner) + 4
-            for first in range(0, len(rows), step):
-                last = min(first + step, len(rows))
-                part = index[first:last, ...]
-                blocks = xp.take(pool, xp.reshape(part, (-1,)), axis=0)  # (rows * count, ..., block_size, D)
-                blocks = xp.reshape(blocks, (part.shape[0], count) + tuple(blocks.shape[1:]))
-                by_block[first:last, ...] = xp.permute_dims(
-                    blocks, (0,) + tuple(range(2, axes - 2)) + (1, axes - 2, axes - 1))
-            gathered = whole[..., :longest, :]
-            for row, length in enumerate(lengths):  # zeros past each row's own positions
-                if length < longest:
-                    gathered[row, ..., length:, :] = 0
-            out.append(gathered)
-        return _wrap(out[0], spec.backend), _wrap(out[1], spec.backend)
+        table = xp.asarray([row + [0] * (count - len(row)) for row in rows], dtype=xp.int64)
+        return PagedTensor(keys, table, lengths, spec.backend), PagedTensor(values, table, lengths, spec.backend)
 
     def _written(self, layer_idx: int) -> bool:
         return bool(self.batch) and layer_idx < len(self.pools) and self.pools[layer_idx] is not None
