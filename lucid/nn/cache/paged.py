@@ -32,11 +32,13 @@ class PagedKVCache(Cache):
     instead of copying their history.
 
     ``update`` writes the rows of :attr:`batch` (the sequences in row order; a first update
-    into a cache without sequences makes one per row) and returns their keys and values
-    gathered from the blocks, ``(B, ..., length, D)``. Writes are appends, each row at its own
-    length: the rows may hold different numbers of positions (requests of different lengths
-    decoding together; ``cache_position`` then ``None`` or ``(B, T)``), shorter rows padded
-    with zeros that :meth:`key_positions` places past every query. ``get_seq_length`` answers
+    into a cache without sequences makes one per row) and returns their keys and values,
+    ``(B, ..., length, D)``, as :class:`~lucid.nn.cache.paged_tensor.PagedTensor` s: gathered
+    out of the blocks when read, and read where they lie by a decode step's attention. Writes
+    are appends, each row at its own length: the rows may hold different numbers of positions
+    (requests of different lengths decoding together; ``cache_position`` then ``None`` or
+    ``(B, T)``), shorter rows padded with zeros that :meth:`key_positions` places past every
+    query. ``get_seq_length`` answers
     for the first row. A write that needs more blocks than are free is a ``ValueError``
     naming ``num_blocks``, and changes nothing.
 
@@ -263,7 +265,7 @@ class PagedKVCache(Cache):
         return bool(self.batch) and layer_idx < len(self.pools) and self.pools[layer_idx] is not None
 
     def get(self, layer_idx: int):
-        """``(keys, values)`` of the batch's sequences in ``layer_idx``, gathered (new arrays),
+        """``(keys, values)`` of the batch's sequences in ``layer_idx`` (``PagedTensor`` s),
         or ``None`` before it is written.
 
         Examples
@@ -345,7 +347,7 @@ class PagedKVCache(Cache):
     # -- writing -------------------------------------------------------------
     def update(self, key, value, layer_idx: int, cache_position=None):
         """Append ``key``/``value`` ``(B, ..., T, D)`` to the batch's sequences in ``layer_idx``
-        and return their keys and values, gathered. See the class docstring.
+        and return their keys and values (``PagedTensor`` s). See the class docstring.
 
         Examples
         --------
