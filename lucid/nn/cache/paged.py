@@ -38,9 +38,10 @@ class PagedKVCache(Cache):
     are appends, each row at its own length: the rows may hold different numbers of positions
     (requests of different lengths decoding together; ``cache_position`` then ``None`` or
     ``(B, T)``), shorter rows padded with zeros that :meth:`key_positions` places past every
-    query. ``get_seq_length`` answers
-    for the first row. A write that needs more blocks than are free is a ``ValueError``
-    naming ``num_blocks``, and changes nothing.
+    query. Like every tensor a cache returns, they read the cache's storage and are valid
+    until the next call that changes the cache. ``get_seq_length`` answers for the first row.
+    A write that needs more blocks than are free is a ``ValueError`` naming ``num_blocks``,
+    and changes nothing.
 
     Prefix caching (vLLM's scheme): a sequence added with its prompt's ids
     (``add_sequence(tokens)``) registers each block its prompt fills, under a hash of every
