@@ -138,7 +138,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
             and key.lengths == value.lengths and key.dtype == value.dtype == query.dtype
             and query.backend.matmul_dtype(query.array.dtype) == query.array.dtype):
         # A decode step over a paged cache: read the blocks as they are, not laid out in order.
-        seen = block_mask(xp, key, allowed, q_heads)  # q_len == 1: causal or not, every key
+        seen = block_mask(xp, key, allowed)  # q_len == 1: causal or not, every key
         if seen is not None:
             return query.with_array(attend_blocks(query.backend, query.array, key, value, seen, scale))
     q, k, v = query.array, query.as_operand(key), query.as_operand(value)

@@ -7,15 +7,12 @@ the block and position axes together, and the weighted values are summed over th
 """
 from __future__ import annotations
 
-import math
-
-from .cache.paged_tensor import GATHER_BYTES, PagedTensor
+from .cache.paged_tensor import PagedTensor
 
 
-def block_mask(xp, keys: PagedTensor, allowed, q_heads: int):
+def block_mask(xp, keys: PagedTensor, allowed):
     """The positions each row attends to, ``(B, C * block_size)``, for a decode step's mask
-    ``allowed`` (boolean, broadcastable to ``(B, q_heads, 1, Lk)`` with one value for every
-    head, or None); ``None`` where the blocks cannot stand for the tensor: the mask lets a row
+    ``allowed`` (boolean, ``(B or 1, 1, 1, Lk)``: one value for every head, or None); ``None`` where the blocks cannot stand for the tensor: the mask lets a row
     see a position past its own length (the tensor holds zeros there, the blocks do not), or
     differs between heads."""
     rows, count = keys.table.shape
@@ -61,7 +58,7 @@ def attend_blocks(backend, q, keys: PagedTensor, values: PagedTensor, seen, scal
     >>> k, v = cache.update(lucid.randn(2, 1, 3, 4), lucid.randn(2, 1, 3, 4), 0)
     >>> q = lucid.randn(2, 2, 1, 4)
     >>> xp = lucid.get_backend().xp
-    >>> got = attend_blocks(lucid.get_backend(), q.array, k, v, block_mask(xp, k, None, 2), 0.5)
+    >>> got = attend_blocks(lucid.get_backend(), q.array, k, v, block_mask(xp, k, None), 0.5)
     >>> want = scaled_dot_product_attention(q, k.numpy(), v.numpy(), scale=0.5).numpy()
     >>> bool(np.allclose(got, want, atol=1e-6))
     True
@@ -89,8 +86,6 @@ def attend_blocks(backend, q, keys: PagedTensor, values: PagedTensor, seen, scal
         summed = xp.sum(xp.matrix_transpose(weights) @ values.blocks(b0, b1), axis=1)  # (b, Hkv, G, Dv)
         out[b0:b1, ...] = summed / total[..., None]
 
-    # A few rows per part: their blocks stay in the CPU's cache between the take and the products.
-    block_bytes = math.prod(keys.pool.shape[1:]) * keys.dtype.itemsize
-    step = max(1, GATHER_BYTES // max(1, count * block_bytes))
+    step = keys.rows_per_take()  # their blocks stay in the CPU's cache between the take and the products
     backend.map_blocks(part, [(b0, min(rows, b0 + step)) for b0 in range(0, rows, step)])
     return xp.reshape(out, (rows, q_heads, 1, dv))

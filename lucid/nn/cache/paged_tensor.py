@@ -65,15 +65,28 @@ class PagedTensor(LazyTensor):
         taken = xp.take(self.pool, xp.reshape(part, (-1,)), axis=0)
         return xp.reshape(taken, tuple(part.shape) + tuple(self.pool.shape[1:]))
 
+    def rows_per_take(self) -> int:
+        """How many rows' blocks one :meth:`blocks` call should take so that they stay in the
+        CPU's cache while they are used: about ``GATHER_BYTES``, at least one row.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.PagedKVCache(8, block_size=2)
+        >>> keys, _ = cache.update(lucid.randn(2, 3, 5, 4), lucid.randn(2, 3, 5, 4), 0)
+        >>> keys.rows_per_take()  # 3 blocks of 3 x 2 x 4 float32 values per row
+        1820
+        """
+        row_bytes = self.table.shape[1] * math.prod(self.pool.shape[1:]) * self.dtype.itemsize
+        return max(1, GATHER_BYTES // max(1, row_bytes))
+
     def _build(self):
-        # A few rows per take (about GATHER_BYTES of blocks), laid out in order while they are
-        # still in the CPU's cache.
+        # A few rows per take, laid out in order while they are still in the CPU's cache.
         xp, pool = self.backend.xp, self.pool
         rows, count = self.table.shape
         heads, (size, dim) = tuple(pool.shape[1:-2]), pool.shape[-2:]
         axes = len(heads) + 4
-        block_bytes = math.prod(pool.shape[1:]) * self.dtype.itemsize
-        step = max(1, GATHER_BYTES // max(1, count * block_bytes))
+        step = self.rows_per_take()
         whole = xp.empty((rows, *heads, count * size, dim), dtype=pool.dtype)
         by_block = xp.reshape(whole, (rows, *heads, count, size, dim))  # a view
         for first in range(0, rows, step):
