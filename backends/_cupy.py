@@ -29,6 +29,9 @@ class CupyBackend(Backend):
         # One gather kernel instead of a launch per row.
         dst[...] = self._cupy.take(src, self._cupy.asarray(rows), axis=0)
 
+    def matmul_into(self, a, b, out):
+        return self._cupy.matmul(a, b, out=out)
+
     def exp2_shifted(self, x, shift=None):
         if shift is not None:
             self._cupy.subtract(x, shift, out=x)

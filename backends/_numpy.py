@@ -59,6 +59,9 @@ class NumpyBackend(Backend):
         # Fancy indexing reads a strided source in place; np.take copies it contiguous first.
         return src[np.asarray(rows)]
 
+    def matmul_into(self, a, b, out):
+        return np.matmul(a, b, out=out)
+
     def exp2_shifted(self, x, shift=None):
         if shift is not None:
             np.subtract(x, shift, out=x)

@@ -211,6 +211,22 @@ class Backend:
         """
         return dtype
 
+    def matmul_into(self, a, b, out):
+        """``a @ b`` written into ``out`` (an array of the product's shape and dtype), which
+        is returned: a product repeated many times (attention's tiles) reuses one buffer
+        instead of allocating each time.
+
+        Examples
+        --------
+        >>> import lucid_backends
+        >>> b = lucid_backends.load_backend("array_api_strict")
+        >>> out = b.xp.empty((1, 1))
+        >>> b.to_host(b.matmul_into(b.xp.asarray([[1.0, 2.0]]), b.xp.asarray([[3.0], [4.0]]), out)).tolist()
+        [[11.0]]
+        """
+        out[...] = a @ b
+        return out
+
     def exp2_shifted(self, x, shift=None):
         """``2 ** (x - shift)`` (``2 ** x`` when ``shift`` is None), reusing ``x``'s memory where
         the library can (``x`` is consumed).
@@ -227,6 +243,22 @@ class Backend:
         [0.25, 1.0]
         """
         return self.xp.pow(2.0, x if shift is None else x - shift)
+
+    def overflow_quietly(self) -> contextlib.AbstractContextManager:
+        """A context in which float overflow gives ``inf`` (and ``inf * 0`` NaN) without a
+        warning, for computations that check their results and redo what overflowed. NumPy's
+        error state (thread-local) covers the array libraries that compute through NumPy;
+        CuPy's kernels never warn.
+
+        Examples
+        --------
+        >>> import lucid_backends
+        >>> b = lucid_backends.load_backend("numpy")
+        >>> with b.overflow_quietly():
+        ...     print(b.exp2_shifted(b.xp.asarray([200.0], dtype=b.xp.float32)).tolist())
+        [inf]
+        """
+        return np.errstate(over="ignore", invalid="ignore")
 
     # -- writing tokens at positions -------------------------------------
     def prepare_scatter(self, buf, values, positions, lo: int, hi: int) -> Callable[[], None]:

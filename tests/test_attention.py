@@ -41,16 +41,16 @@ def data(q_heads=4, kv_heads=2, q_len=3, k_len=5, dim=8, dv=6):
             rng.standard_normal((2, kv_heads, k_len, dv)).astype(np.float32))
 
 
-@pytest.fixture(params=["queries first", "keys first", "keys first, always shifted"])
+@pytest.fixture(params=["queries first", "keys first, tiled", "keys first, exact maximum"])
 def layout(request, monkeypatch):
-    """Both layouts of a block's scores, whatever the block's size; keys first both with the
-    softmax's shift skipped where the scores are bounded (small test data: everywhere) and
-    with it never skipped."""
+    """Both layouts of a block's scores, whatever the block's size; keys first both in tiles
+    of a few keys, shifted by probed scores, and in one piece, shifted by each row's maximum."""
     from lucid.nn import functional
 
     monkeypatch.setattr(functional, "KEYS_FIRST_ROWS", 2**62 if request.param == "queries first" else 1)
-    if request.param.endswith("always shifted"):
-        monkeypatch.setattr(functional, "UNSHIFTED_BOUND", -1.0)
+    monkeypatch.setattr(functional, "KEY_TILE", 2)
+    if request.param.endswith("exact maximum"):
+        monkeypatch.setattr(functional, "PROBE_KEYS", 0)
     return request.param
 
 
@@ -105,18 +105,25 @@ def test_large_scores_and_values(backend_name, layout, q_scale, v_scale):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * v_scale)
 
 
-def test_score_bounds_decide_the_shift():
-    """The bound skips the shift for small scores only, and never for values it cannot bound."""
+def test_tiled_blocks_probe_their_shift_and_fall_back_to_the_maximum(monkeypatch):
+    """A tiled block shifts each row by its scores against a few probed keys: exact when the
+    probes are far below the maximum (weights well above one), and recomputed with the row's
+    maximum when they are so far below that the weights overflow."""
     from lucid.nn import functional
 
-    xp = lucid.get_backend().xp
-    q, k, v = (xp.asarray(a) for a in data())
-    small = functional._ScoreBounds(xp, k, v)
-    assert small.unshifted(q, 0, 2, 0, 5)
-    assert not small.unshifted(q * 100.0, 0, 2, 0, 5)
-    assert not functional._ScoreBounds(xp, k, v * 1e35).unshifted(q, 0, 2, 0, 5)
-    assert not functional._ScoreBounds(xp, k, v * float("nan")).unshifted(q, 0, 2, 0, 5)
-    assert not small.unshifted(q * float("nan"), 0, 2, 0, 5)
+    monkeypatch.setattr(functional, "KEYS_FIRST_ROWS", 1)
+    monkeypatch.setattr(functional, "KEY_TILE", 3)
+    calls = []
+    exact = functional._attend
+    monkeypatch.setattr(functional, "_attend", lambda *args: calls.append(1) or exact(*args))
+    q, k, v = data(q_len=4, k_len=20)  # probes: keys 0, 3, 6, ... 18
+    for gap, recomputed in ((30.0, False), (400.0, True)):
+        far = k.copy()  # key 4 lies along query 0 of each key/value head's first query head
+        far[:, :, 4] = q[:, ::2, 0] * gap / np.linalg.norm(q[:, ::2, 0], axis=-1, keepdims=True)
+        calls.clear()
+        got = scaled_dot_product_attention(on_backend(q), on_backend(far), on_backend(v)).numpy()
+        np.testing.assert_allclose(got, reference(q.astype(np.float64), far, v), rtol=1e-4, atol=1e-6)
+        assert bool(calls) == recomputed
 
 
 def test_bad_shapes_raise():

@@ -153,18 +153,29 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
     # skips the future, a sliding window the distant past) and masks only the keys its rows
     # disagree on (none, in a decode step).
     per_row = q_heads * k_len
+    group = q_heads // kv_heads
     # Two blocks at least once there is enough work, so that two cores can share it.
     budget = min(SCORES_PER_BLOCK, max(SPLIT_FROM, batch * per_row * q_len // 2))
     rows = min(q_len, max(MIN_QUERY_BLOCK, min(QUERY_BLOCK, budget // per_row)))
+    tiled = additive is None and group * min(rows, QUERY_BLOCK) >= KEYS_FIRST_ROWS and PROBE_KEYS > 0
+    if tiled:
+        # Keys go through a block in tiles, so only a tile's scores need to stay in the
+        # CPU's cache: blocks of a few query rows per key/value head whatever the length.
+        tile_keys = min(k_len, KEY_TILE)
+        budget = min(budget, TILE_SCORES)
+        rows = min(q_len, max(MIN_QUERY_BLOCK, min(QUERY_BLOCK, TILE_QUERY_ROWS // group,
+                                                   budget // (q_heads * tile_keys))))
+        per_row = q_heads * tile_keys
     if (is_causal or allowed is not None) and batch * per_row * q_len > budget:
         # Split anyway: at most half the queries per block, so that a causal mask's diagonal
         # (keys computed, then masked) covers at most a quarter of a block's scores.
         rows = min(rows, max(MIN_QUERY_BLOCK, -(-q_len // 2)))
     batch_rows = min(batch, max(1, budget // (per_row * rows)))
     factor = scale * LOG2_E  # scores in base 2: the exponential is then exp2, the faster one
-    bounds = None
-    if additive is None and (q_heads // kv_heads) * rows >= KEYS_FIRST_ROWS:
-        bounds = _ScoreBounds(xp, k, v)
+    # The tiled blocks read keys and values with a column of ones appended: the ones let the
+    # scores' product subtract each row's shift, and the values' product sum the weights.
+    k_ones = _with_ones(xp, k) if tiled else None
+    v_ones = _with_ones(xp, v) if tiled else None
 
     def block(task):
         start, b0 = task
@@ -183,10 +194,15 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
         if bias is not None and bias.shape[-1] == k_len:
             bias = bias[..., first:last]
         block_q = q[b0:b1, :, start:stop, :] * factor
-        shift = bounds is None or not bounds.unshifted(block_q, b0, b1, first, last)
-        result = _attend(query.backend, block_q, k[b0:b1, :, first:last, :], v[b0:b1, :, first:last, :],
-                         _batch(visible, b0, b1, batch), (masked[0] - first, masked[1] - first),
-                         _batch(bias, b0, b1, batch), shift)
+        result = None
+        if tiled:
+            result = _attend_tiled(query.backend, block_q, k_ones[b0:b1, :, first:last, :],
+                                   v_ones[b0:b1, :, first:last, :], _batch(visible, b0, b1, batch),
+                                   (masked[0] - first, masked[1] - first))
+        if result is None:  # the exact softmax: every row shifted by its own maximum
+            result = _attend(query.backend, block_q, k[b0:b1, :, first:last, :], v[b0:b1, :, first:last, :],
+                             _batch(visible, b0, b1, batch), (masked[0] - first, masked[1] - first),
+                             _batch(bias, b0, b1, batch))
         if out is None:
             return result
         out[b0:b1, :, start:stop, :] = result  # each block fills its part: nothing to join after
@@ -252,13 +268,12 @@ def _rows(mask, start: int, stop: int, q_len: int):
     return mask[..., start:stop, :]
 
 
-def _attend(backend, q, k, v, visible, masked, bias, shift: bool):
+def _attend(backend, q, k, v, visible, masked, bias):
     """Attention of one block of queries: ``softmax(q k^T + bias, masked) v`` with ``q``
-    already scaled into base 2 (the softmax's exponential is ``exp2``).
+    already scaled into base 2 (the softmax's exponential is ``exp2``), each row shifted by
+    its maximum.
 
-    ``visible`` covers the keys ``masked = (lo, hi)``; the others are all visible. ``shift``
-    False: the caller proved the scores small enough for ``2 ** score`` without subtracting
-    each row's maximum (see :class:`_ScoreBounds`).
+    ``visible`` covers the keys ``masked = (lo, hi)``; the others are all visible.
 
     The query heads that share a key/value head (grouped-query attention) and the block's
     queries form one matrix per key/value head, multiplied with its keys in one product.
@@ -293,10 +308,8 @@ def _attend(backend, q, k, v, visible, masked, bias, shift: bool):
         # would keep that layout: the addition would then stride across memory).
         zero = xp.zeros((), dtype=scores.dtype)
         scores[(slice(None),) * axis + (slice(lo, hi), ...)] += _c_order(xp, xp.where(visible, zero, zero - math.inf))
-    peak = None
-    if shift:
-        peak = xp.max(scores, axis=axis, keepdims=True)
-        peak = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))
+    peak = xp.max(scores, axis=axis, keepdims=True)
+    peak = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))
     weights = backend.exp2_shifted(scores, peak)
     total = xp.sum(weights, axis=axis, keepdims=True)
     total = xp.reshape(xp.where(total > 0, total, xp.ones_like(total)), (batch, q_heads, q_len, 1))
@@ -315,56 +328,92 @@ def _c_order(xp, x):
     return out
 
 
+def _with_ones(xp, x):
+    """``x`` ``(..., D)`` with a column of ones appended: ``(..., D + 1)``."""
+    out = xp.empty(tuple(x.shape[:-1]) + (x.shape[-1] + 1,), dtype=x.dtype)
+    out[..., :-1] = x
+    out[..., -1] = 1
+    return out
+
+
+def _attend_tiled(backend, q, k_ones, v_ones, visible, masked):
+    """Attention of one block of queries as :func:`_attend` computes it, the keys taken in
+    tiles of ``KEY_TILE``; ``None`` where this block needs :func:`_attend` instead.
+
+    ``k_ones`` and ``v_ones`` are the keys and values with a column of ones appended. Each
+    row's shift is fixed before the tiles: the largest of its scores on the keys its mask
+    covers (``masked``: in a causal prefill the block's diagonal, the latest keys) and on a
+    few keys every row sees (``PROBE_KEYS`` spread over the others, the first of them the
+    first token, which trained models attend to most). Usually that is the row's maximum,
+    or close below it. Its negative goes into the queries' extra column, so each tile's
+    scores come out of their product shifted; the values' column of ones sums the weights in
+    the weighted sum's product. A tile's scores then take two passes (the exponential, and
+    the mask where it covers them) and stay in the cache from their product to their weighted
+    sum, with no running maximum to rescale between tiles, where the exact softmax makes five
+    over the block's whole scores.
+
+    A shift below the true maximum only makes weights larger, never rounds them to zero:
+    where it is so far below that a weight overflows, the sums are not finite and the block
+    is left to the exact maximum (``None``), as is a block with a row that sees no key.
+    """
+    xp = backend.xp
+    batch, q_heads, q_len, dim = q.shape
+    kv_heads, k_len = k_ones.shape[1], k_ones.shape[2]
+    group = q_heads // kv_heads
+    rows = group * q_len
+    lo, hi = (k_len, k_len) if visible is None else masked
+    queries = xp.empty((batch, kv_heads, rows, dim + 1), dtype=q.dtype)
+    queries[..., :dim] = xp.reshape(q, (batch, kv_heads, rows, dim))
+    queries[..., dim] = 0
+    shift = None
+    if lo > 0:
+        probes = k_ones[:, :, 0:lo:-(-lo // PROBE_KEYS), :]  # the first key, then evenly spread
+        shift = xp.max(probes @ xp.matrix_transpose(queries), axis=2)
+    out = xp.empty((batch, kv_heads, rows, v_ones.shape[-1]), dtype=q.dtype)
+    with backend.overflow_quietly():  # overflowing weights are caught below
+        if hi > lo:  # the keys the mask covers, first: their scores finish the shift
+            zero = xp.zeros((), dtype=q.dtype)
+            scores = xp.reshape(k_ones[:, :, lo:hi, :] @ xp.matrix_transpose(queries),
+                                (batch, kv_heads, hi - lo, group, q_len))
+            scores += _c_order(xp, xp.where(_keys_first(xp, visible, kv_heads, group), zero, zero - math.inf))
+            peak = xp.reshape(xp.max(scores, axis=2), (batch, kv_heads, rows))
+            shift = peak if shift is None else xp.maximum(shift, peak)
+            if not bool(xp.all(xp.isfinite(shift))):
+                return None  # a row that sees no key
+            weights = backend.exp2_shifted(xp.reshape(scores, (batch, kv_heads, hi - lo, rows)), shift[:, :, None, :])
+            backend.matmul_into(xp.matrix_transpose(weights), v_ones[:, :, lo:hi, :], out)
+        queries[..., dim] = -shift
+        queries_t = xp.matrix_transpose(queries)
+        tile = min(k_len, KEY_TILE)
+        scratch = xp.empty((batch * kv_heads * tile * rows,), dtype=q.dtype)
+        part = xp.empty_like(out)
+        for t0 in [t for start, stop in ((0, lo), (hi, k_len)) for t in range(start, stop, tile)]:
+            t1 = min(lo if t0 < lo else k_len, t0 + tile)
+            shape = (batch, kv_heads, t1 - t0, rows)
+            scores = backend.matmul_into(k_ones[:, :, t0:t1, :], queries_t, xp.reshape(scratch[:math.prod(shape)], shape))
+            weights = backend.exp2_shifted(scores)
+            if t0 == 0 and hi == lo:  # the first product of a block without a mask
+                backend.matmul_into(xp.matrix_transpose(weights), v_ones[:, :, t0:t1, :], out)
+            else:
+                out += backend.matmul_into(xp.matrix_transpose(weights), v_ones[:, :, t0:t1, :], part)
+    if not bool(xp.all(xp.isfinite(out))):
+        return None
+    values = v_ones.shape[-1] - 1
+    return xp.reshape(out[..., :values] / out[..., values:], (batch, q_heads, q_len, values))
+
+
 #: ``1 / ln 2``: queries scaled by it give scores in base 2 (``exp(s) == 2 ** (s / ln 2)``).
 LOG2_E = 1.0 / math.log(2.0)
-#: Largest base-2 score bound for which the softmax skips subtracting each row's maximum.
-UNSHIFTED_BOUND = 32.0
-
-
-class _ScoreBounds:
-    """When a block's softmax may skip the row maxima: a bound on its scores from norms.
-
-    By Cauchy-Schwarz, ``|q . k| <= |q| |k|``, so ``max |q| * max |k|`` over a block bounds
-    every score in it. When that bound is at most ``UNSHIFTED_BOUND`` (in base 2), every
-    ``2 ** score`` lies in ``[2**-32, 2**32]``: normal float32 numbers, as accurate as the
-    shifted ones, whose sums and products with the values cannot overflow. Then the pass
-    that finds each row's maximum and the pass that subtracts it are skipped; the
-    normalisation divides the same factor out. Models whose scores are larger take the usual
-    shifted path. The key norms are computed once per attention call; a block takes the
-    largest over its keys.
-    """
-
-    def __init__(self, xp, k, v):
-        self.xp, self.squared_key_norms = xp, None
-        limit = _finite_limit(xp, v, k.shape[2])
-        if limit >= UNSHIFTED_BOUND:
-            self.squared_key_norms = xp.vecdot(k, k)  # (B, Hkv, Lk)
-
-    def unshifted(self, q, b0: int, b1: int, first: int, last: int) -> bool:
-        """Whether the scores of queries ``q`` (base-2 scaled) against keys ``[first, last)`` of
-        batch rows ``[b0, b1)`` are bounded by ``UNSHIFTED_BOUND``."""
-        if self.squared_key_norms is None:
-            return False
-        xp = self.xp
-        q_sq = float(xp.max(xp.vecdot(q, q)))
-        k_sq = float(xp.max(self.squared_key_norms[b0:b1, :, first:last]))
-        return math.sqrt(q_sq * k_sq) <= UNSHIFTED_BOUND  # False for NaN or inf norms
-
-
-def _finite_limit(xp, v, k_len: int) -> float:
-    """The largest base-2 score for which ``k_len`` weights of ``2 ** score`` times the values
-    ``v`` still sum to a finite number, with a margin of ``2**8``; ``-inf`` when the values
-    are not finite or not a float type of at least 32 bits."""
-    if v.dtype not in (xp.float32, xp.float64) or k_len == 0:
-        return -math.inf
-    largest = max(float(xp.max(v)), -float(xp.min(v)))
-    if not math.isfinite(largest):
-        return -math.inf
-    return math.log2(float(xp.finfo(v.dtype).max)) - math.log2(k_len) - math.log2(max(largest, 1.0)) - 8
-
-
 #: Query rows per key/value head (``G * Lq``) from which a block's scores are laid out keys first.
 KEYS_FIRST_ROWS = 64
+#: Keys per tile of a tiled block (:func:`_attend_tiled`).
+KEY_TILE = 512
+#: Scores of one tile at most (1 MB: a core's share of this machine's second-level cache).
+TILE_SCORES = 2**18
+#: Query rows per key/value head (``G * Lq``) a tiled block aims for.
+TILE_QUERY_ROWS = 192
+#: Keys whose scores set a tiled block's shift (0: every block takes the exact maximum).
+PROBE_KEYS = 8
 
 
 def _keys_first(xp, mask, kv_heads: int, group: int):
