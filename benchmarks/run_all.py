@@ -46,6 +46,8 @@ COMMANDS = {
     "prefix_store": (".", "python benchmarks/prefix_store.py"),
     "llama_vs_transformers": (".", "python benchmarks/llama_vs_transformers.py --profile --repeats 7"),
     "smollm2_vs_peers": (".", "python benchmarks/smollm2_vs_peers.py --repeats 3"),
+    "prefill_1_thread": (".", "python benchmarks/prefill.py --threads 1"),
+    "prefill_2_threads": (".", "python benchmarks/prefill.py --threads 2"),
     "model_memory": (".", "python benchmarks/model_memory.py"),
     "paged_churn": (".", "python benchmarks/paged_churn.py"),
     "paged_attention": (".", "python benchmarks/paged_attention.py"),
