@@ -12,6 +12,7 @@ of the last position only (what generation does before its first token): lucid's
 calls, the two libraries taken in turns (after a warm-up call each, but for the rows of more
 than 8,192 tokens); tokens/s counts every prompt token of every row.
 The number of threads is fixed when the libraries start: run the script once per setting.
+``--profile 1x1024`` prints instead where lucid's prefill of that row spends its time.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", default="1x128,1x1024,1x4096,8x128,8x1024,8x4096",
                         help="batch x prompt length, comma-separated")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", metavar="BxT",
+                        help="instead of the table: where lucid's prefill of this row spends its time (cProfile, "
+                             "the functions with the most time of their own)")
     args = parser.parse_args(argv)
     os.environ["LUCID_NUM_THREADS"] = str(args.threads)
     import threadpoolctl
@@ -44,6 +48,8 @@ def main(argv=None) -> int:
     ours = load_pretrained(path)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                                dtype=torch.float32).eval()
+    if args.profile:
+        return _profile(ours, nn, *(int(x) for x in args.profile.split("x")))
     print(f"SmolLM2-135M-Instruct prefill, {args.threads} thread(s), median of {args.repeats} in turns; "
           f"transformers {transformers.__version__}, torch {torch.__version__}")
     print("| batch | prompt | lucid tok/s | transformers tok/s | lucid / transformers |")
@@ -67,6 +73,18 @@ def main(argv=None) -> int:
         ours_rate, their_rate = batch * length / t["lucid"], batch * length / t["transformers"]
         print(f"| {batch} | {length} | {ours_rate:,.0f} | {their_rate:,.0f} | {ours_rate / their_rate:.2f}x |",
               flush=True)
+    return 0
+
+
+def _profile(model, nn, batch: int, length: int) -> int:
+    import cProfile
+    import pstats
+
+    ids = np.random.default_rng(0).integers(100, model.config.vocab_size, size=(batch, length))
+    model.forward(ids, cache=nn.DynamicKVCache(), logits_to_keep=1)  # warm-up
+    profiler = cProfile.Profile()
+    profiler.runcall(model.forward, ids, cache=nn.DynamicKVCache(), logits_to_keep=1)
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
     return 0
 
 

@@ -41,16 +41,19 @@ def data(q_heads=4, kv_heads=2, q_len=3, k_len=5, dim=8, dv=6):
             rng.standard_normal((2, kv_heads, k_len, dv)).astype(np.float32))
 
 
-@pytest.fixture(params=["queries first", "keys first, tiled", "keys first, exact maximum"])
+@pytest.fixture(params=["queries first", "keys first, tiled", "keys first, bounded", "keys first, always shifted"])
 def layout(request, monkeypatch):
-    """Both layouts of a block's scores, whatever the block's size; keys first both in tiles
-    of a few keys, shifted by probed scores, and in one piece, shifted by each row's maximum."""
+    """Both layouts of a block's scores, whatever the block's size and head dimension; keys
+    first in tiles of a few keys with probed shifts, and in one piece both with the softmax's
+    shift skipped where the scores are bounded (small test data: everywhere) and with it never
+    skipped."""
     from lucid.nn import functional
 
     monkeypatch.setattr(functional, "KEYS_FIRST_ROWS", 2**62 if request.param == "queries first" else 1)
     monkeypatch.setattr(functional, "KEY_TILE", 2)
-    if request.param.endswith("exact maximum"):
-        monkeypatch.setattr(functional, "PROBE_KEYS", 0)
+    monkeypatch.setattr(functional, "TILED_FROM_DIM", 1 if request.param.endswith("tiled") else 2**62)
+    if request.param.endswith("always shifted"):
+        monkeypatch.setattr(functional, "UNSHIFTED_BOUND", -1.0)
     return request.param
 
 
@@ -113,6 +116,7 @@ def test_tiled_blocks_probe_their_shift_and_fall_back_to_the_maximum(monkeypatch
 
     monkeypatch.setattr(functional, "KEYS_FIRST_ROWS", 1)
     monkeypatch.setattr(functional, "KEY_TILE", 3)
+    monkeypatch.setattr(functional, "TILED_FROM_DIM", 1)
     calls = []
     exact = functional._attend
     monkeypatch.setattr(functional, "_attend", lambda *args: calls.append(1) or exact(*args))
@@ -124,6 +128,20 @@ def test_tiled_blocks_probe_their_shift_and_fall_back_to_the_maximum(monkeypatch
         got = scaled_dot_product_attention(on_backend(q), on_backend(far), on_backend(v)).numpy()
         np.testing.assert_allclose(got, reference(q.astype(np.float64), far, v), rtol=1e-4, atol=1e-6)
         assert bool(calls) == recomputed
+
+
+def test_score_bounds_decide_the_shift():
+    """The bound skips the shift for small scores only, and never for values it cannot bound."""
+    from lucid.nn import functional
+
+    xp = lucid.get_backend().xp
+    q, k, v = (xp.asarray(a) for a in data())
+    small = functional._ScoreBounds(xp, k, v)
+    assert small.unshifted(q, 0, 2, 0, 5)
+    assert not small.unshifted(q * 100.0, 0, 2, 0, 5)
+    assert not functional._ScoreBounds(xp, k, v * 1e35).unshifted(q, 0, 2, 0, 5)
+    assert not functional._ScoreBounds(xp, k, v * float("nan")).unshifted(q, 0, 2, 0, 5)
+    assert not small.unshifted(q * float("nan"), 0, 2, 0, 5)
 
 
 def test_bad_shapes_raise():

@@ -74,3 +74,30 @@ class DemoDecode:
         cache = FloorCache(4, 16 + NEW_TOKENS) if self.cache == "floor" else self.cache
         generate(self.model, self.prompt, NEW_TOKENS, cache=cache)
         sync()
+
+
+class ModelPrefill:
+    """A prompt of ``length`` tokens through a model shaped like SmolLM2 (hidden 576, 9 query /
+    3 key-value heads of 64, MLP 1536; 8 layers, random weights), batch 1, into a new dynamic
+    cache, keeping the last position's logits: what generation does before its first token.
+    Tokens per second = length / time. ``benchmarks/prefill.py`` compares the trained model's
+    prefill with transformers'.
+    """
+
+    params = [BACKENDS, [128, 1024, 4096]]
+    param_names = ["backend", "length"]
+    number = 1
+    warmup_time = 0
+    repeat = (3, 10, 60.0)
+    timeout = 600
+
+    def setup(self, backend, length):
+        use_backend(backend)
+        config = LlamaConfig(vocab_size=4096, hidden_size=576, intermediate_size=1536, num_layers=8, num_heads=9,
+                             num_kv_heads=3, head_dim=64)
+        self.model = LlamaModel.random(config)
+        self.prompt = np.random.default_rng(0).integers(0, config.vocab_size, size=(1, length))
+
+    def time_prefill(self, *params):
+        self.model.forward(self.prompt, cache=lucid.nn.DynamicKVCache(), logits_to_keep=1)
+        sync()

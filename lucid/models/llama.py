@@ -254,7 +254,7 @@ class LlamaModel:
         x = xp.reshape(self._lookup(backend.from_host(ids.reshape(-1))), (batch, length, c.hidden_size))
         keep = logits_to_keep if 0 < logits_to_keep < length else length
         written = host_positions.tolist() if cache_position is None else cache_position  # as the caller gave them
-        blocks = _token_blocks(batch, length)
+        blocks = _token_blocks(batch, length, c.hidden_size)
         with backend.parallel_region() if len(blocks) > 1 else contextlib.nullcontext():
             for layer_idx in range(c.num_layers):
                 # Only the kept positions' outputs of the last layer are used: it writes every
@@ -363,7 +363,7 @@ class LlamaModel:
             first = length - outputs
             x, positions = x[:, first:, :], positions.with_array(positions.array[..., first:])
             q = self._queries(self._rms(x, w["norm1"].array), w, cos[..., first:, :, :], sin[..., first:, :, :])
-            blocks = _token_blocks(batch, outputs)
+            blocks = _token_blocks(batch, outputs, c.hidden_size)
         k_t, v_t = Tensor.wrap(k, backend), Tensor.wrap(v, backend)
         if cache is not None:
             k_t, v_t = cache.update(k_t, v_t, layer_idx, cache_position=written)
@@ -456,17 +456,22 @@ class LlamaModel:
 #: Tokens (batch rows x positions) per block of the token-by-token parts of a layer. Up to
 #: this many tokens form one block, whose matrix products BLAS spreads over the cores itself;
 #: longer inputs are split for the worker threads (BLAS at one thread per call meanwhile).
-#: On NumPy with two cores, 1,024 tokens in two blocks of 512 prefill 1.15-1.2x faster than in
-#: one: the threads also share the element-wise work, and attention's blocks, which follow on
-#: the worker threads, no longer start beside a BLAS thread still spinning after its call.
-#: With one thread the two are alike; 128 tokens do better as one block than as two of 64.
+#: On NumPy with two cores, SmolLM2's 1,024 tokens in two blocks of 512 prefill 1.15-1.2x
+#: faster than in one: the threads also share the element-wise work, and attention's blocks,
+#: which follow on the worker threads, no longer start beside a BLAS thread still spinning
+#: after its call. With one thread the two are alike.
 TOKENS_PER_BLOCK = 512
+#: Models narrower than this take blocks of twice ``TOKENS_PER_BLOCK``: their blocks hold too
+#: little work to gain from the split (a 256-wide model's 1,024-token prefill ran 1.15x slower
+#: in two blocks).
+SPLIT_FROM_HIDDEN = 512
 
 
-def _token_blocks(batch: int, length: int) -> list:
+def _token_blocks(batch: int, length: int, hidden: int) -> list:
     """Everything but attention works token by token: a long input goes through it in blocks
     of positions ``[(t0, t1), ...]``, which the backend may run at once (NumPy: one per core)."""
-    step = max(1, -(-TOKENS_PER_BLOCK // batch))
+    tokens = TOKENS_PER_BLOCK if hidden >= SPLIT_FROM_HIDDEN else 2 * TOKENS_PER_BLOCK
+    step = max(1, -(-tokens // batch))
     return [(t, min(length, t + step)) for t in range(0, length, step)]
 
 

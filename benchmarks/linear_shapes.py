@@ -1,0 +1,61 @@
+"""The matrix products of a SmolLM2 layer on NumPy's BLAS and on torch's, one thread each.
+
+    pip install -e ".[compare]"
+    python benchmarks/linear_shapes.py [--repeats 15]
+
+For each projection of SmolLM2-135M (hidden 576, intermediate 1536; the MLP's gate and up as
+one product of 3072 columns, as lucid runs them) and 128 or 1024 tokens: the median time of
+``x @ w`` in NumPy (OpenBLAS, as NumPy's wheels ship it) and of ``torch.nn.functional.linear``
+(torch's CPU wheels: oneMKL), float32 on random values, and the rate of each in GFLOP/s. A
+prefill's projections are most of its time, so this is the floor either library's prefill
+stands on.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+SHAPES = [("q, o", 576, 576), ("k, v", 576, 192), ("gate + up", 576, 3072), ("down", 1536, 576)]
+
+
+def median_ms(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args(argv)
+    import threadpoolctl
+    import torch
+
+    threadpoolctl.threadpool_limits(1)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    print(f"one thread each; numpy {np.__version__}, torch {torch.__version__}; median of {args.repeats}")
+    print("| tokens | product | in x out | numpy ms | GFLOP/s | torch ms | GFLOP/s | numpy / torch time |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|")
+    for tokens in (128, 1024):
+        for name, rows, cols in SHAPES:
+            x = rng.standard_normal((tokens, rows)).astype(np.float32)
+            w = rng.standard_normal((rows, cols)).astype(np.float32)
+            tx, tw = torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(w.T))
+            ours = median_ms(lambda: x @ w, args.repeats)
+            theirs = median_ms(lambda: torch.nn.functional.linear(tx, tw), args.repeats)
+            flop = 2 * tokens * rows * cols / 1e6
+            print(f"| {tokens} | {name} | {rows} x {cols} | {ours:.3f} | {flop / ours:.0f} | {theirs:.3f} | "
+                  f"{flop / theirs:.0f} | {ours / theirs:.2f}x |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
