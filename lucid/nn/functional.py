@@ -390,6 +390,8 @@ def _attend_tiled(backend, q, k_ones, v_ones, visible, masked):
                 return None  # a row that sees no key
             weights = backend.exp2_shifted(xp.reshape(scores, (batch, kv_heads, hi - lo, rows)), shift[:, :, None, :])
             backend.matmul_into(xp.matrix_transpose(weights), v_ones[:, :, lo:hi, :], out)
+        if shift is None:
+            return None  # neither a key every row sees nor a masked span: nothing to shift by
         queries[..., dim] = -shift
         queries_t = xp.matrix_transpose(queries)
         tile = min(k_len, KEY_TILE)
