@@ -49,8 +49,8 @@ def main(argv=None) -> int:
             x = rng.standard_normal((tokens, rows)).astype(np.float32)
             w = rng.standard_normal((rows, cols)).astype(np.float32)
             tx, tw = torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(w.T))
-            ours = median_ms(lambda: x @ w, args.repeats)
-            theirs = median_ms(lambda: torch.nn.functional.linear(tx, tw), args.repeats)
+            ours = median_ms(lambda x=x, w=w: x @ w, args.repeats)
+            theirs = median_ms(lambda tx=tx, tw=tw: torch.nn.functional.linear(tx, tw), args.repeats)
             flop = 2 * tokens * rows * cols / 1e6
             print(f"| {tokens} | {name} | {rows} x {cols} | {ours:.3f} | {flop / ours:.0f} | {theirs:.3f} | "
                   f"{flop / theirs:.0f} | {ours / theirs:.2f}x |", flush=True)

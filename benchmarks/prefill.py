@@ -60,10 +60,10 @@ def main(argv=None) -> int:
         ids = rng.integers(100, ours.config.vocab_size, size=(batch, length))
         their_ids = torch.tensor(ids)
 
-        def lucid_prefill():
+        def lucid_prefill(ids=ids):
             ours.forward(ids, cache=nn.DynamicKVCache(), logits_to_keep=1)
 
-        def their_prefill():
+        def their_prefill(their_ids=their_ids):
             with torch.no_grad():
                 theirs(their_ids, use_cache=True, logits_to_keep=1)
 

@@ -398,7 +398,6 @@ class LlamaModel:
 
     def _mlp(self, x, attn, w: dict):
         """The rest of a layer for the tokens ``x``: attention's output projection, then the MLP."""
-        xp = self.backend.xp
         x = x + self._linear(attn, w["o"], w["o_bias"])
         h = self._rms(x, w["norm2"].array)
         gate_up = self._linear(h, w["gate_up"], None)

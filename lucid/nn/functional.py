@@ -60,7 +60,6 @@ def attention_mask(query_positions, key_positions, window: int | None = None, si
     """
     q = _tensor(query_positions, "query_positions")
     k = _tensor(key_positions, "key_positions")
-    xp = q.backend.xp
     rows = q.array[..., :, None]
     cols = q.as_operand(k)[..., None, :]
     visible = cols <= rows
