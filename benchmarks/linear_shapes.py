@@ -13,22 +13,12 @@ stands on.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import numpy as np
+from timing import median_seconds
 
 SHAPES = [("q, o", 576, 576), ("k, v", 576, 192), ("gate + up", 576, 3072), ("down", 1536, 576)]
-
-
-def median_ms(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main(argv=None) -> int:
@@ -49,8 +39,8 @@ def main(argv=None) -> int:
             x = rng.standard_normal((tokens, rows)).astype(np.float32)
             w = rng.standard_normal((rows, cols)).astype(np.float32)
             tx, tw = torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(w.T))
-            ours = median_ms(lambda x=x, w=w: x @ w, args.repeats)
-            theirs = median_ms(lambda tx=tx, tw=tw: torch.nn.functional.linear(tx, tw), args.repeats)
+            ours = 1e3 * median_seconds(lambda x=x, w=w: x @ w, args.repeats)
+            theirs = 1e3 * median_seconds(lambda tx=tx, tw=tw: torch.nn.functional.linear(tx, tw), args.repeats)
             flop = 2 * tokens * rows * cols / 1e6
             print(f"| {tokens} | {name} | {rows} x {cols} | {ours:.3f} | {flop / ours:.0f} | {theirs:.3f} | "
                   f"{flop / theirs:.0f} | {ours / theirs:.2f}x |", flush=True)

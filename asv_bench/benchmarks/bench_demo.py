@@ -9,7 +9,7 @@ import lucid
 from lucid.generation import generate
 from lucid.models import LlamaConfig, LlamaModel
 
-from .common import BACKENDS, sync, use_backend
+from .common import BACKENDS, smollm2_shaped_model, sync, use_backend
 
 NEW_TOKENS = 64
 
@@ -93,10 +93,8 @@ class ModelPrefill:
 
     def setup(self, backend, length):
         use_backend(backend)
-        config = LlamaConfig(vocab_size=4096, hidden_size=576, intermediate_size=1536, num_layers=8, num_heads=9,
-                             num_kv_heads=3, head_dim=64)
-        self.model = LlamaModel.random(config)
-        self.prompt = np.random.default_rng(0).integers(0, config.vocab_size, size=(1, length))
+        self.model = smollm2_shaped_model()
+        self.prompt = np.random.default_rng(0).integers(0, self.model.config.vocab_size, size=(1, length))
 
     def time_prefill(self, *params):
         self.model.forward(self.prompt, cache=lucid.nn.DynamicKVCache(), logits_to_keep=1)

@@ -4,9 +4,8 @@ import numpy as np
 import lucid
 import lucid.nn as nn
 import lucid.nn.functional as F
-from lucid.models import LlamaConfig, LlamaModel
 
-from .common import BACKENDS, Floor, raw, run_steps, sync, tokens, use_backend
+from .common import BACKENDS, Floor, raw, run_steps, smollm2_shaped_model, sync, tokens, use_backend
 
 STEPS = 1000
 
@@ -139,10 +138,8 @@ class QuantizedModelStep:
 
     def setup(self, backend, cache):
         use_backend(backend)
-        config = LlamaConfig(vocab_size=4096, hidden_size=576, intermediate_size=1536, num_layers=8, num_heads=9,
-                             num_kv_heads=3, head_dim=64)
-        self.model = LlamaModel.random(config)
-        context = np.random.default_rng(0).integers(0, config.vocab_size, size=(1, 4096))
+        self.model = smollm2_shaped_model()
+        context = np.random.default_rng(0).integers(0, self.model.config.vocab_size, size=(1, 4096))
         self.caches = {"dynamic": nn.DynamicKVCache()}
         if cache != "dynamic":
             bits = int(cache.split()[1][0])

@@ -20,6 +20,16 @@ SHAPES = {"B1-H8-D64": (1, 8, 64), "B8-H32-D128": (8, 32, 128)}
 DTYPES = {"float32": lucid.Float32, "float16": lucid.Float16}
 
 
+def smollm2_shaped_model():
+    """A seeded random model shaped like SmolLM2-135M (hidden 576, 9 query / 3 key-value heads
+    of 64, MLP 1536) with 8 layers and a 4096-token vocabulary: the trained model's per-layer
+    work without its download."""
+    from lucid.models import LlamaConfig, LlamaModel
+
+    return LlamaModel.random(LlamaConfig(vocab_size=4096, hidden_size=576, intermediate_size=1536, num_layers=8,
+                                         num_heads=9, num_kv_heads=3, head_dim=64))
+
+
 def use_backend(name):
     """Activate ``name``; asv skips a benchmark whose setup raises NotImplementedError.
 
