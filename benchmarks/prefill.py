@@ -17,10 +17,10 @@ The number of threads is fixed when the libraries start: run the script once per
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
+from smollm2_pair import load_smollm2_pair
 from timing import interleaved_medians
 
 
@@ -34,20 +34,9 @@ def main(argv=None) -> int:
                         help="instead of the table: where lucid's prefill of this row spends its time (cProfile, "
                              "the functions with the most time of their own)")
     args = parser.parse_args(argv)
-    os.environ["LUCID_NUM_THREADS"] = str(args.threads)
-    import threadpoolctl
-    import torch
-    import transformers
-
+    path, ours, theirs, torch, transformers = load_smollm2_pair(args.threads)
     import lucid.nn as nn
-    from lucid.models import download, load_pretrained
 
-    threadpoolctl.threadpool_limits(args.threads)
-    torch.set_num_threads(args.threads)
-    path = download()
-    ours = load_pretrained(path)
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                               dtype=torch.float32).eval()
     if args.profile:
         return _profile(ours, nn, *(int(x) for x in args.profile.split("x")))
     print(f"SmolLM2-135M-Instruct prefill, {args.threads} thread(s), median of {args.repeats} in turns; "

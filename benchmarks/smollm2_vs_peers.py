@@ -23,10 +23,10 @@ llama.cpp runs batch 1 only (its Python API decodes one sequence).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
+from smollm2_pair import load_smollm2_pair
 from timing import interleaved_medians
 
 
@@ -38,20 +38,9 @@ def main(argv=None):
     parser.add_argument("--rows", default="1x128,1x1024,8x128,8x1024",
                         help="batch x prompt length, comma-separated (default 1x128,1x1024,8x128,8x1024)")
     args = parser.parse_args(argv)
-    os.environ["LUCID_NUM_THREADS"] = str(args.threads)
-    import threadpoolctl
-    import torch
-    import transformers
-
+    path, ours, theirs, torch, transformers = load_smollm2_pair(args.threads)
     from lucid.generation import generate
-    from lucid.models import download, load_pretrained
 
-    threadpoolctl.threadpool_limits(args.threads)
-    torch.set_num_threads(args.threads)
-    path = download()
-    ours = load_pretrained(path)
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                               dtype=torch.float32).eval()
     llama = _llama_cpp(path, args.threads)
     print(f"SmolLM2-135M-Instruct ({path.name}), {args.threads} thread(s), {args.new_tokens} new tokens, median "
           f"of {args.repeats} in turns; transformers {transformers.__version__}, torch {torch.__version__}; "
