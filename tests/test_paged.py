@@ -256,8 +256,9 @@ def test_the_paged_cache_needs_only_the_array_api(backend_name):
 def test_a_decode_step_reads_the_blocks_as_the_gathered_keys_would_give(backend_name, data):
     """Attention of one query per row over what ``update`` returns reads the blocks where the
     mask hides every row's padding, without laying them out, and equals attention over the
-    gathered keys; where the mask lets a row see its padding (zeros in the gathered keys), or
-    no mask is given for rows of different lengths, it reads the gathered keys."""
+    gathered keys (a causal mask, or a sliding window with sinks: a row sees a span with holes
+    in it, or nothing); where the mask lets a row see its padding (zeros in the gathered
+    keys), or no mask is given for rows of different lengths, it reads the gathered keys."""
     from lucid.nn.cache.paged_tensor import PagedTensor
     from lucid.nn.functional import attention_mask, scaled_dot_product_attention
 
@@ -278,7 +279,13 @@ def test_a_decode_step_reads_the_blocks_as_the_gathered_keys_would_give(backend_
     assert isinstance(keys, PagedTensor) and keys.shape == (rows, kv_heads, max(lengths), 8)
     query = lucid.Tensor(rng.standard_normal((rows, kv_heads * group, 1, 8)).astype(np.float32))
     positions = lucid.Tensor(np.array(lengths)[:, None] - 1)
-    mask = attention_mask(positions, cache.key_positions(0))[:, None, ...]
+    window = data.draw(st.sampled_from([None, 1, 3, 8, 64]))
+    sinks = data.draw(st.sampled_from([0, 2])) if window else 0
+    mask = attention_mask(positions, cache.key_positions(0), window=window, sink_tokens=sinks)[:, None, ...]
+    if data.draw(st.booleans()):  # a row that sees nothing at all
+        hidden = mask.numpy().copy()
+        hidden[data.draw(st.integers(0, rows - 1))] = False
+        mask = lucid.Tensor(hidden)
     gathered = (lucid.Tensor(keys.numpy()), lucid.Tensor(values.numpy()))
     keys, values = cache.get(0)
     got = scaled_dot_product_attention(query, keys, values, attn_mask=mask).numpy()

@@ -8,6 +8,7 @@ from .cache.quantized_codes import QuantizedTensor
 from .cache.paged_tensor import PagedTensor
 from .cache.window_tensor import WindowTensor
 from .paged_attention import attend_blocks, block_mask
+from .scores import LOG2_E
 from .quantized_attention import CODES_ROWS, attend_codes
 
 
@@ -411,8 +412,6 @@ def _attend_tiled(backend, q, k_ones, v_ones, visible, masked):
     return xp.reshape(out[..., :values] / out[..., values:], (batch, q_heads, q_len, values))
 
 
-#: ``1 / ln 2``: queries scaled by it give scores in base 2 (``exp(s) == 2 ** (s / ln 2)``).
-LOG2_E = 1.0 / math.log(2.0)
 #: Largest base-2 score bound for which the softmax skips subtracting each row's maximum.
 UNSHIFTED_BOUND = 32.0
 

@@ -1,13 +1,17 @@
 """Attention of a decode step over a paged cache's blocks as they come out of the pool.
 
-Laying each row's blocks out in order (``(B, H, L, D)``) would copy every position a second
-time; the scores do not need it. With the blocks ``(B, C, Hkv, block_size, D)``, the queries
-of each key/value head multiply every block in one batched product, the softmax runs over
-the block and position axes together, and the weighted values are summed over the blocks.
+Laying every row's blocks out in order (``(B, H, L, D)``, zeros past each row's length) would
+copy the whole batch's history into one array and attend over the longest row's length in
+every row. Instead each row is read on its own: for each key/value head, the blocks holding
+the positions the row sees are copied out of the pool in order (a contiguous
+``(positions, D)`` array that stays in the CPU's cache), and two matrix products over just
+those positions give the row's scores and weighted values. A step thus reads each row's
+history once and computes nothing past its length.
 """
 from __future__ import annotations
 
 from .cache.paged_tensor import PagedTensor
+from .scores import LOG2_E
 
 
 def block_mask(xp, keys: PagedTensor, allowed):
@@ -64,28 +68,62 @@ def attend_blocks(backend, q, keys: PagedTensor, values: PagedTensor, seen, scal
     True
     """
     xp = backend.xp
-    rows, count = keys.table.shape
-    _, kv_heads, size, dim = keys.pool.shape
+    rows = keys.table.shape[0]
+    kv_heads, size = keys.pool.shape[1], keys.pool.shape[-2]
     q_heads, dv = q.shape[1], values.pool.shape[-1]
     group = q_heads // kv_heads
-    visible = xp.reshape(seen, (rows, count, 1, size, 1))
-    out = xp.empty((rows, kv_heads, group, dv), dtype=q.dtype)
-
-    def part(span):
-        b0, b1 = span
-        # (b, 1, Hkv, D, G): each key/value head's queries as columns, scaled once
-        qt = xp.empty((b1 - b0, 1, kv_heads, dim, group), dtype=q.dtype)
-        qt[...] = xp.matrix_transpose(xp.reshape(q[b0:b1, ...] * scale, (b1 - b0, 1, kv_heads, group, dim)))
-        scores = keys.blocks(b0, b1) @ qt  # (b, C, Hkv, size, G)
-        scores = xp.where(visible[b0:b1, ...], scores, -xp.inf)
-        peak = xp.max(scores, axis=(1, 3), keepdims=True)
-        peak = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))
-        weights = xp.exp(scores - peak)
-        total = xp.sum(weights, axis=(1, 3))  # (b, Hkv, G)
-        total = xp.where(total > 0, total, xp.ones_like(total))
-        summed = xp.sum(xp.matrix_transpose(weights) @ values.blocks(b0, b1), axis=1)  # (b, Hkv, G, Dv)
-        out[b0:b1, ...] = summed / total[..., None]
-
-    step = keys.rows_per_take()  # their blocks stay in the CPU's cache between the take and the products
-    backend.map_blocks(part, [(b0, min(rows, b0 + step)) for b0 in range(0, rows, step)])
+    spans = visible_spans(backend, seen)
+    # scaled once, in base 2: the softmax's exponential is then exp2, the faster one
+    queries = xp.reshape(q * (scale * LOG2_E), (rows, kv_heads, group, q.shape[-1]))
+    out = xp.zeros((rows, kv_heads, group, dv), dtype=q.dtype)
+    # Row after row: its positions differ in number from the others', and a row's copies stay
+    # in the CPU's cache from the take to the products. (Worker threads gained nothing here:
+    # the operations are small, and the copies share the memory's bandwidth.)
+    for row, (lo, hi, whole) in enumerate(spans):
+        if lo == hi:
+            continue  # sees nothing: zeros
+        first, last = lo // size, -(-hi // size)
+        cut = slice(lo - first * size, hi - first * size)
+        for head in range(kv_heads):
+            k = keys.head_positions(row, head, first, last)[cut, :]
+            # (positions, D) @ (D, G) is the faster product; the scores are then laid out (G, positions)
+            scores = _c_order(xp, xp.matrix_transpose(k @ xp.matrix_transpose(queries[row, head, ...])))
+            if not whole:
+                scores = xp.where(seen[row:row + 1, lo:hi], scores, -xp.inf)
+            # The span's ends are visible: every row has a finite maximum and a positive sum.
+            weights = backend.exp2_shifted(scores, xp.max(scores, axis=-1, keepdims=True))
+            total = xp.sum(weights, axis=-1, keepdims=True)
+            v = values.head_positions(row, head, first, last)[cut, :]
+            out[row, head, ...] = (weights @ v) / total
     return xp.reshape(out, (rows, q_heads, 1, dv))
+
+
+def visible_spans(backend, seen) -> list:
+    """For each row of the boolean array ``seen`` ``(B, L)``: ``(lo, hi, whole)``, the span
+    from its first to its last visible position and whether it sees every position in it
+    (``(0, 0, True)`` for a row that sees nothing). Three numbers a row come to the host.
+
+    Examples
+    --------
+    >>> import lucid
+    >>> from lucid.nn.paged_attention import visible_spans
+    >>> backend = lucid.get_backend()
+    >>> seen = backend.xp.asarray([[True, True, False], [True, False, True], [False, False, False]])
+    >>> visible_spans(backend, seen)
+    [(0, 2, True), (0, 3, False), (0, 0, True)]
+    """
+    xp, length = backend.xp, seen.shape[-1]
+    lo = xp.argmax(xp.astype(seen, xp.int8), axis=-1)
+    hi = length - xp.argmax(xp.astype(xp.flip(seen, axis=-1), xp.int8), axis=-1)
+    count = xp.sum(xp.astype(seen, xp.int64), axis=-1)
+    spans = []
+    for lo_, hi_, count_ in zip(*(backend.to_host(a).tolist() for a in (lo, hi, count))):
+        spans.append((0, 0, True) if not count_ else (lo_, hi_, hi_ - lo_ == count_))
+    return spans
+
+
+def _c_order(xp, x):
+    """``x`` copied into a new C-contiguous array (the scores' rows then reduce in order)."""
+    out = xp.empty(tuple(x.shape), dtype=x.dtype)
+    out[...] = x
+    return out

@@ -65,6 +65,23 @@ class PagedTensor(LazyTensor):
         taken = xp.take(self.pool, xp.reshape(part, (-1,)), axis=0)
         return xp.reshape(taken, tuple(part.shape) + tuple(self.pool.shape[1:]))
 
+    def head_positions(self, row: int, head: int, first: int, last: int):
+        """A copy of the positions of row ``row``'s blocks ``[first, last)`` for head ``head``,
+        in order: ``((last - first) * block_size, D)``, for a pool ``(num_blocks, heads,
+        block_size, D)``.
+
+        Examples
+        --------
+        >>> import lucid, lucid.nn as nn
+        >>> cache = nn.PagedKVCache(8, block_size=2)
+        >>> keys, _ = cache.update(lucid.randn(2, 3, 5, 4), lucid.randn(2, 3, 5, 4), 0)
+        >>> bool((keys.head_positions(1, 2, 0, 3)[:5] == keys.numpy()[1, 2]).all())
+        True
+        """
+        xp = self.backend.xp
+        taken = self.backend.take_rows(self.pool[:, head, ...], xp.reshape(self.table[row, first:last], (-1,)))
+        return xp.reshape(taken, (-1, self.pool.shape[-1]))
+
     def rows_per_take(self) -> int:
         """How many rows' blocks one :meth:`blocks` call should take so that they stay in the
         CPU's cache while they are used: about ``GATHER_BYTES``, at least one row.
