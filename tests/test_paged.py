@@ -296,3 +296,68 @@ def test_a_decode_step_reads_the_blocks_as_the_gathered_keys_would_give(backend_
     got = scaled_dot_product_attention(query, keys, values).numpy()  # no mask: the padding's zeros count
     assert keys.built == (min(lengths) < max(lengths))
     np.testing.assert_allclose(got, scaled_dot_product_attention(query, *gathered).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_rows_that_share_prompt_blocks_read_them_once_and_attend_as_the_gathered_keys_give(backend_name, data):
+    """Forks of one prompt and sequences that found its blocks cached share their first blocks;
+    a decode step reads those blocks once for all the rows that see them whole, the rest of
+    each row on its own, and equals attention over the gathered keys: with a causal mask, a
+    sliding window with sinks (rows that do not see the shared blocks whole read everything
+    alone), a row that sees only its first positions, or nothing."""
+    from lucid.nn.functional import attention_mask, scaled_dot_product_attention
+    from lucid.nn.paged_attention import shared_prefixes, visible_spans
+
+    block, kv_heads, group = data.draw(st.sampled_from([1, 4, 8])), data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
+    prompt = data.draw(st.integers(1, 40))
+    extras = data.draw(st.lists(st.integers(0, 12), min_size=1, max_size=4))  # each fork's own tokens
+    strangers = data.draw(st.integers(0, 2))  # rows of their own prompt
+    rows = 1 + len(extras) + strangers
+    cache = nn.PagedKVCache(num_blocks=rows * (-(-(prompt + 14) // block) + 1), block_size=block)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+
+    def write(seq, n, start):
+        cache.batch = [seq]
+        k = lucid.Tensor(rng.standard_normal((1, kv_heads, n, 8)).astype(np.float32))
+        cache.update(k, k * 2, 0, cache_position=list(range(start, start + n)))
+
+    first = cache.add_sequence()
+    write(first, prompt, 0)
+    seqs, lengths = [first], [prompt]
+    for extra in extras:
+        cache.batch = []
+        seqs.append(cache.fork(first))
+        if extra:
+            write(seqs[-1], extra, prompt)
+        lengths.append(prompt + extra)
+    for _ in range(strangers):
+        cache.batch = []
+        seqs.append(cache.add_sequence())
+        lengths.append(data.draw(st.integers(1, 40)))
+        write(seqs[-1], lengths[-1], 0)
+    cache.batch = seqs
+    new = lucid.Tensor(rng.standard_normal((rows, kv_heads, 1, 8)).astype(np.float32))
+    at = np.array(lengths)[:, None]
+    keys, values = cache.update(new, new * 2, 0, cache_position=lucid.Tensor(at))
+    window = data.draw(st.sampled_from([None, None, 3, 64]))
+    mask = attention_mask(lucid.Tensor(at), cache.key_positions(0), window=window,
+                          sink_tokens=data.draw(st.sampled_from([0, 2])) if window else 0)[:, None, ...]
+    cut = data.draw(st.one_of(st.none(), st.tuples(st.integers(0, rows - 1), st.integers(0, 40))))
+    if cut is not None:  # a row sees only its first positions (none at all when cut at 0)
+        hidden = mask.numpy().copy()
+        hidden[cut[0], ..., cut[1]:] = False
+        mask = lucid.Tensor(hidden)
+    gathered = (lucid.Tensor(keys.numpy()), lucid.Tensor(values.numpy()))
+    query = lucid.Tensor(rng.standard_normal((rows, kv_heads * group, 1, 8)).astype(np.float32))
+    keys, values = cache.get(0)
+    backend = lucid.get_backend()
+    seen = np.zeros((rows, keys.table.shape[1] * block), dtype=bool)
+    seen[:, :max(lengths) + 1] = mask.numpy()[:, 0, 0, :]
+    groups = shared_prefixes(backend.to_host(keys.table).tolist(), visible_spans(backend, backend.from_host(seen)), block)
+    if window is None and cut is None and prompt >= block and len(extras) > 0:
+        assert groups and set(range(1 + len(extras))) <= set(groups[0][0])  # the forks share the prompt's blocks
+    got = scaled_dot_product_attention(query, keys, values, attn_mask=mask).numpy()
+    assert not keys.built and not values.built
+    np.testing.assert_allclose(got, scaled_dot_product_attention(query, *gathered, attn_mask=mask).numpy(),
+                               rtol=1e-5, atol=1e-6)

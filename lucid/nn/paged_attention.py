@@ -76,26 +76,85 @@ def attend_blocks(backend, q, keys: PagedTensor, values: PagedTensor, seen, scal
     # scaled once, in base 2: the softmax's exponential is then exp2, the faster one
     queries = xp.reshape(q * (scale * LOG2_E), (rows, kv_heads, group, q.shape[-1]))
     out = xp.zeros((rows, kv_heads, group, dv), dtype=q.dtype)
+    # Blocks that several rows share from their first position on (a system prompt, a fork's
+    # prompt) are read once for all of them: one product of the shared keys with every such
+    # row's queries. Each row then attends to the rest of its positions on its own, and the
+    # two parts' softmax sums are joined (the maximum of each part rescales the other's).
+    prefixes = {}
+    for members, blocks in shared_prefixes(backend.to_host(keys.table).tolist(), spans, size):
+        picked = backend.from_host(members)
+        for head in range(kv_heads):
+            k = keys.head_positions(members[0], head, 0, blocks)
+            mine = xp.reshape(xp.take(queries[:, head, ...], picked, axis=0), (len(members) * group, -1))
+            scores = _c_order(xp, xp.matrix_transpose(k @ xp.matrix_transpose(mine)))
+            peak = xp.max(scores, axis=-1, keepdims=True)
+            weights = backend.exp2_shifted(scores, peak)
+            parts = (peak, xp.sum(weights, axis=-1, keepdims=True),
+                     weights @ values.head_positions(members[0], head, 0, blocks))
+            for i, row in enumerate(members):
+                prefixes[row, head] = tuple(part[i * group:(i + 1) * group, ...] for part in parts)
+        for row in members:
+            spans[row] = (blocks * size,) + spans[row][1:]  # what is left for the row alone
     # Row after row: its positions differ in number from the others', and a row's copies stay
     # in the CPU's cache from the take to the products. (Worker threads gained nothing here:
     # the operations are small, and the copies share the memory's bandwidth.)
     for row, (lo, hi, whole) in enumerate(spans):
-        if lo == hi:
-            continue  # sees nothing: zeros
-        first, last = lo // size, -(-hi // size)
-        cut = slice(lo - first * size, hi - first * size)
         for head in range(kv_heads):
+            shared = prefixes.get((row, head))
+            if lo == hi:  # nothing left: zeros, or the shared part alone
+                if shared is not None:
+                    out[row, head, ...] = shared[2] / shared[1]
+                continue
+            first, last = lo // size, -(-hi // size)
+            cut = slice(lo - first * size, hi - first * size)
             k = keys.head_positions(row, head, first, last)[cut, :]
             # (positions, D) @ (D, G) is the faster product; the scores are then laid out (G, positions)
             scores = _c_order(xp, xp.matrix_transpose(k @ xp.matrix_transpose(queries[row, head, ...])))
             if not whole:
                 scores = xp.where(seen[row:row + 1, lo:hi], scores, -xp.inf)
             # The span's ends are visible: every row has a finite maximum and a positive sum.
-            weights = backend.exp2_shifted(scores, xp.max(scores, axis=-1, keepdims=True))
-            total = xp.sum(weights, axis=-1, keepdims=True)
-            v = values.head_positions(row, head, first, last)[cut, :]
-            out[row, head, ...] = (weights @ v) / total
+            peak = xp.max(scores, axis=-1, keepdims=True)
+            if shared is not None:
+                peak = xp.maximum(peak, shared[0])
+            weights = backend.exp2_shifted(scores, peak)
+            total, weighted = xp.sum(weights, axis=-1, keepdims=True), weights @ values.head_positions(
+                row, head, first, last)[cut, :]
+            if shared is not None:
+                rescale = backend.exp2_shifted(shared[0] - peak)
+                total, weighted = total + shared[1] * rescale, weighted + shared[2] * rescale
+            out[row, head, ...] = weighted / total
     return xp.reshape(out, (rows, q_heads, 1, dv))
+
+
+def shared_prefixes(table: list, spans: list, size: int) -> list:
+    """Groups of rows that share their first blocks: ``[(rows, blocks), ...]``, each group's
+    rows (two or more) holding the same first ``blocks`` blocks (``table``: each row's block
+    ids) and seeing every position in them (``spans``: :func:`visible_spans`).
+
+    Examples
+    --------
+    >>> from lucid.nn.paged_attention import shared_prefixes
+    >>> table = [[7, 8, 1], [7, 8, 2], [7, 3, 0], [4, 5, 6]]
+    >>> shared_prefixes(table, [(0, 6, True), (0, 5, True), (0, 4, True), (0, 6, True)], 2)
+    [([0, 1, 2], 1)]
+    >>> shared_prefixes(table, [(0, 6, True), (0, 5, True), (2, 4, True), (0, 6, True)], 2)  # row 2 sees from 2 on
+    [([0, 1], 2)]
+    """
+    by_first = {}
+    for row, (ids, (lo, hi, whole)) in enumerate(zip(table, spans)):
+        full = hi // size if lo == 0 and whole else 0  # blocks the row sees whole from its start
+        if full:
+            by_first.setdefault(ids[0], []).append((row, ids[:full]))
+    groups = []
+    for members in by_first.values():
+        if len(members) < 2:
+            continue
+        blocks = min(len(ids) for _, ids in members)
+        first = members[0][1]
+        for _, ids in members[1:]:
+            blocks = next((i for i in range(blocks) if ids[i] != first[i]), blocks)
+        groups.append(([row for row, _ in members], blocks))
+    return groups
 
 
 def visible_spans(backend, seen) -> list:
