@@ -1,11 +1,12 @@
 """One decode step's attention over a paged cache: the blocks read where they lie against the
 keys gathered into one array first (what every step did before), in one process, in turns.
 
-    python benchmarks/paged_attention.py [--rows 32] [--min-len 576] [--max-len 1507] [--repeats 15]
+    python benchmarks/paged_attention.py [--rows 32] [--min-len 576] [--max-len 1507] [--shared 512] [--repeats 15]
 
 One layer of SmolLM2-135M's shape (9 query and 3 key/value heads of 64, float32), a
 ``PagedKVCache`` with blocks of 16 holding ``--rows`` sequences of seeded random lengths (the
-many-requests workload: 576-1507 positions); each step writes one token per row with its own
+many-requests workload: 576-1507 positions, the first ``--shared`` of them one system prompt
+that every row holds on the same blocks, forks of one sequence); each step writes one token per row with its own
 ``cache_position`` and runs attention of one query per row with the model's mask. "in place":
 ``scaled_dot_product_attention`` over what ``update`` returns; "gathered": the same after
 reading the returned tensors' arrays (the rows laid out in order, zeros past each row's
@@ -31,17 +32,25 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=32)
     parser.add_argument("--min-len", type=int, default=576)
     parser.add_argument("--max-len", type=int, default=1507)
+    parser.add_argument("--shared", type=int, default=512, help="positions all rows share (0: none)")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     lengths = rng.integers(args.min_len, args.max_len + 1, size=args.rows)
     steps = 2 * args.repeats + 2
     cache = nn.PagedKVCache(int(sum(-(-(n + steps) // BLOCK) for n in lengths)) + args.rows, block_size=BLOCK)
-    seqs = [cache.add_sequence() for _ in lengths]
-    for seq, n in zip(seqs, lengths):
-        cache.batch = [seq]
-        k = lucid.Tensor(rng.standard_normal((1, KV_HEADS, int(n), DIM), dtype=np.float32))
+    shared = min(args.shared, int(lengths.min()) - 1)
+    prompt = cache.add_sequence()
+    if shared:
+        k = lucid.Tensor(rng.standard_normal((1, KV_HEADS, shared, DIM), dtype=np.float32))
         cache.update(k, k, 0)
+    seqs = []
+    for n in lengths:
+        cache.batch = []
+        seqs.append(cache.fork(prompt))
+        k = lucid.Tensor(rng.standard_normal((1, KV_HEADS, int(n) - shared, DIM), dtype=np.float32))
+        cache.update(k, k, 0, cache_position=list(range(shared, int(n))))
+    cache.remove_sequence(prompt)
     cache.batch = seqs
     new = lucid.Tensor(rng.standard_normal((args.rows, KV_HEADS, 1, DIM), dtype=np.float32))
     query = lucid.Tensor(rng.standard_normal((args.rows, HEADS, 1, DIM), dtype=np.float32))
@@ -64,7 +73,7 @@ def main() -> None:
         times["in place"].append(step(False))
         times["gathered"].append(step(True))
     place, gathered = (statistics.median(times[name]) for name in ("in place", "gathered"))
-    print(f"{args.rows} rows of {lengths.min()}-{lengths.max()} positions, blocks of {BLOCK}, one layer "
+    print(f"{args.rows} rows of {lengths.min()}-{lengths.max()} positions (the first {shared} shared), blocks of {BLOCK}, one layer "
           f"({HEADS} query / {KV_HEADS} key-value heads of {DIM}), threads: {lucid.get_backend().threads()}")
     print(f"- blocks in place: {place:.2f} ms per step (update + attention)")
     print(f"- gathered first:  {gathered:.2f} ms per step ({gathered / place:.2f}x in place)")

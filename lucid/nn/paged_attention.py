@@ -6,7 +6,9 @@ every row. Instead each row is read on its own: for each key/value head, the blo
 the positions the row sees are copied out of the pool in order (a contiguous
 ``(positions, D)`` array that stays in the CPU's cache), and two matrix products over just
 those positions give the row's scores and weighted values. A step thus reads each row's
-history once and computes nothing past its length.
+history once and computes nothing past its length. Blocks that several rows share from their
+start (a system prompt, a fork's prompt) are read once for all of them (shared-prefix
+attention, as Hydragen and FlashInfer's cascade attention do).
 """
 from __future__ import annotations
 
@@ -131,14 +133,18 @@ def shared_prefixes(table: list, spans: list, size: int) -> list:
     rows (two or more) holding the same first ``blocks`` blocks (``table``: each row's block
     ids) and seeing every position in them (``spans``: :func:`visible_spans`).
 
+    Rows are grouped by their first block; within a group, the prefix taken is the one that
+    saves the most reads (rows sharing it, less one, times its blocks), and rows that share
+    less of it attend alone.
+
     Examples
     --------
     >>> from lucid.nn.paged_attention import shared_prefixes
     >>> table = [[7, 8, 1], [7, 8, 2], [7, 3, 0], [4, 5, 6]]
     >>> shared_prefixes(table, [(0, 6, True), (0, 5, True), (0, 4, True), (0, 6, True)], 2)
-    [([0, 1, 2], 1)]
-    >>> shared_prefixes(table, [(0, 6, True), (0, 5, True), (2, 4, True), (0, 6, True)], 2)  # row 2 sees from 2 on
     [([0, 1], 2)]
+    >>> shared_prefixes(table, [(0, 6, True), (0, 3, True), (0, 4, True), (0, 6, True)], 2)  # row 1 sees 1 block whole
+    [([0, 1, 2], 1)]
     """
     by_first = {}
     for row, (ids, (lo, hi, whole)) in enumerate(zip(table, spans)):
@@ -147,13 +153,12 @@ def shared_prefixes(table: list, spans: list, size: int) -> list:
             by_first.setdefault(ids[0], []).append((row, ids[:full]))
     groups = []
     for members in by_first.values():
-        if len(members) < 2:
-            continue
-        blocks = min(len(ids) for _, ids in members)
-        first = members[0][1]
-        for _, ids in members[1:]:
-            blocks = next((i for i in range(blocks) if ids[i] != first[i]), blocks)
-        groups.append(([row for row, _ in members], blocks))
+        lead = max((ids for _, ids in members), key=len)
+        agree = [next((i for i in range(len(ids)) if ids[i] != lead[i]), len(ids)) for _, ids in members]
+        blocks = max(set(agree), key=lambda n: ((sum(a >= n for a in agree) - 1) * n, n))
+        rows = [row for (row, _), a in zip(members, agree) if a >= blocks]
+        if len(rows) > 1:
+            groups.append((rows, blocks))
     return groups
 
 
