@@ -55,6 +55,8 @@ COMMANDS = {
     "model_memory": (".", "python benchmarks/model_memory.py"),
     "paged_churn": (".", "python benchmarks/paged_churn.py"),
     "paged_attention": (".", "python benchmarks/paged_attention.py"),
+    "paged_attention_unshared": (".", "python benchmarks/paged_attention.py --shared 0"),
+    "asv_serving": ("asv_bench", "asv run --python=same --bench bench_serving"),
     "prompt_lookup": (".", "python benchmarks/prompt_lookup.py --rounds 3"),
     "ragged_batch": (".", "python benchmarks/ragged_batch.py --tokens 64"),
     "ragged_batch_long": (".", "python benchmarks/ragged_batch.py --requests 32 --system 512 --min-prompt 64 "
