@@ -1,5 +1,6 @@
 """The array namespace the NumPy backend hands out: array-api-compat's NumPy namespace, with
-the layout functions a model calls many times per decode step bound to NumPy's own methods.
+the functions a model calls many times per decode step (layout, ``max`` and ``sum``,
+``empty``) bound to NumPy's own methods and constructor.
 
 array-api-compat's wrappers for these check and forward their arguments in Python, several
 times the cost of NumPy's method for a small array; a decode step of a small model makes
@@ -7,6 +8,7 @@ about a hundred such calls. Each override keeps the array API's meaning and hand
 it does not cover to array-api-compat.
 """
 import array_api_compat.numpy as _compat
+from numpy import empty as _np_empty
 from array_api_compat.numpy import *  # noqa: F401,F403 - everything else as array-api-compat has it
 
 
@@ -62,3 +64,43 @@ def flip(x, /, *, axis=None):
     if type(axis) is int and -x.ndim <= axis < x.ndim:
         return x[(slice(None),) * (axis % x.ndim) + (slice(None, None, -1),)]
     return _compat.flip(x, axis=axis)
+
+
+def max(x, /, *, axis=None, keepdims=False):
+    """The largest values of ``x`` along ``axis`` (NumPy's method: ``numpy.max`` is the same
+    reduction behind a Python layer that costs more than a small array's work).
+
+    Examples
+    --------
+    >>> from lucid_backends import _numpy_xp as xp
+    >>> xp.max(xp.reshape(xp.arange(6), (2, 3)), axis=-1, keepdims=True).tolist()
+    [[2], [5]]
+    """
+    return x.max(axis=axis, keepdims=keepdims)
+
+
+def sum(x, /, *, axis=None, dtype=None, keepdims=False):
+    """The sums of ``x`` along ``axis`` (NumPy's method; see :func:`max`).
+
+    Examples
+    --------
+    >>> from lucid_backends import _numpy_xp as xp
+    >>> xp.sum(xp.reshape(xp.arange(6), (2, 3)), axis=0).tolist()
+    [3, 5, 7]
+    """
+    return x.sum(axis=axis, dtype=dtype, keepdims=keepdims)
+
+
+def empty(shape, *, dtype=None, device=None):
+    """A new uninitialised array on the CPU (NumPy's own, without array-api-compat's checks of
+    its arguments; another ``device`` goes to array-api-compat, which names the error).
+
+    Examples
+    --------
+    >>> from lucid_backends import _numpy_xp as xp
+    >>> xp.empty((2, 3), dtype=xp.float32).shape
+    (2, 3)
+    """
+    if device is None or device == "cpu":
+        return _np_empty(shape, dtype=dtype)
+    return _compat.empty(shape, dtype=dtype, device=device)

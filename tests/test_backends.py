@@ -281,8 +281,9 @@ def test_lucid_num_threads_sets_the_pool(setting, expect):
 @settings(max_examples=60, deadline=None)
 @given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=4), data=st.data())
 def test_numpy_namespace_overrides_agree_with_array_api_compat(shape, data):
-    """The NumPy backend binds reshape, permute_dims, matrix_transpose and flip to NumPy's
-    methods: same values as array-api-compat's, and views of the input as its are."""
+    """The NumPy backend binds reshape, permute_dims, matrix_transpose, flip, max and sum to
+    NumPy's methods, and empty to NumPy's: same values, dtypes and shapes as array-api-compat's,
+    and views of the input as its are."""
     import array_api_compat.numpy as compat
 
     from lucid_backends import _numpy_xp as xp
@@ -304,3 +305,16 @@ def test_numpy_namespace_overrides_agree_with_array_api_compat(shape, data):
         agree(xp.matrix_transpose(x), compat.matrix_transpose(x))
     with pytest.raises(ValueError):
         xp.flip(x, axis=x.ndim)
+    keepdims, reduced = data.draw(st.booleans()), data.draw(st.one_of(st.none(), st.just(axis), st.just(axes[:2])))
+    for ours, theirs in ((xp.max, compat.max), (xp.sum, compat.sum)):
+        for values in (x, x.astype(np.float32), x.astype(np.int8)):
+            got, want = ours(values, axis=reduced, keepdims=keepdims), theirs(values, axis=reduced, keepdims=keepdims)
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == want.dtype and got.shape == want.shape
+    assert xp.sum(x, dtype=xp.float32).dtype == compat.sum(x, dtype=compat.float32).dtype
+    for dtype in (None, xp.float32, xp.int64, xp.bool):
+        made, want = xp.empty(tuple(shape), dtype=dtype), compat.empty(tuple(shape), dtype=dtype)
+        assert made.dtype == want.dtype and made.shape == want.shape
+    assert xp.empty((2,), device="cpu").shape == (2,)
+    with pytest.raises(ValueError):
+        xp.empty((2,), device="gpu")
