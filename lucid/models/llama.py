@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 import lucid_backends
 
-from ..nn.functional import LOG2_E, attention_mask, scaled_dot_product_attention
+from ..nn.functional import attention_mask, scaled_dot_product_attention
+from ..nn.scores import LOG2_E
 from ..tensor import Tensor
 from ..validation import check_regular_file
 from .config import LlamaConfig
