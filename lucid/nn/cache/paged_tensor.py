@@ -19,9 +19,9 @@ class PagedTensor(LazyTensor):
     The tensor it stands for is ``(B, ..., max(lengths), D)``: each row's positions in order,
     zeros past its own length. Gathering it copies every position out of the pool; that is
     done the first time ``array`` is read.
-    :func:`~lucid.nn.functional.scaled_dot_product_attention` reads the blocks instead, a few
-    rows at a time, for a decode step whose mask hides every row's positions past its length
-    (what a model's mask does). Like every tensor a cache returns, it reads the cache's storage
+    :func:`~lucid.nn.functional.scaled_dot_product_attention` reads the blocks instead, one
+    row and head at a time (:meth:`head_positions`), for a decode step whose mask hides every
+    row's positions past its length (what a model's mask does). Like every tensor a cache returns, it reads the cache's storage
     and is valid until the next call that changes the cache.
 
     Examples
