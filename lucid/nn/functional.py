@@ -8,7 +8,7 @@ from .cache.quantized_codes import QuantizedTensor
 from .cache.paged_tensor import PagedTensor
 from .cache.window_tensor import WindowTensor
 from .paged_attention import attend_blocks, block_mask
-from .scores import LOG2_E
+from .scores import LOG2_E, c_order
 from .quantized_attention import CODES_ROWS, attend_codes
 
 
@@ -302,7 +302,7 @@ def _attend(backend, q, k, v, visible, masked, bias, shift: bool):
         bias = None if bias is None else _keys_first(xp, bias, kv_heads, group)
         visible = None if visible is None else _keys_first(xp, visible, kv_heads, group)
     else:
-        scores = _c_order(xp, xp.matrix_transpose(k @ _c_order(xp, xp.matrix_transpose(qg))))
+        scores = c_order(xp, xp.matrix_transpose(k @ c_order(xp, xp.matrix_transpose(qg))))
         scores, axis = xp.reshape(scores, (batch, q_heads, q_len, k_len)), 3
     if bias is not None:
         scores = scores + bias * LOG2_E  # into base 2 as the scores
@@ -313,7 +313,7 @@ def _attend(backend, q, k, v, visible, masked, bias, shift: bool):
         # C order, as the scores are (a keys-first mask is a transposed view, and where()
         # would keep that layout: the addition would then stride across memory).
         zero = xp.zeros((), dtype=scores.dtype)
-        scores[(slice(None),) * axis + (slice(lo, hi), ...)] += _c_order(xp, xp.where(visible, zero, zero - math.inf))
+        scores[(slice(None),) * axis + (slice(lo, hi), ...)] += c_order(xp, xp.where(visible, zero, zero - math.inf))
     peak = None
     if shift:
         peak = xp.max(scores, axis=axis, keepdims=True)
@@ -326,14 +326,6 @@ def _attend(backend, q, k, v, visible, masked, bias, shift: bool):
     else:
         weights = xp.reshape(weights, (batch, kv_heads, group * q_len, k_len))
     return xp.reshape(weights @ v, (batch, q_heads, q_len, v.shape[-1])) / total
-
-
-def _c_order(xp, x):
-    """``x`` copied into a new C-contiguous array (a transposed view, or what ``where()`` and
-    arithmetic make of one, keeps its strided layout otherwise)."""
-    out = xp.empty(tuple(x.shape), dtype=x.dtype)
-    out[...] = x
-    return out
 
 
 def _with_ones(xp, x):
@@ -383,7 +375,7 @@ def _attend_tiled(backend, q, k_ones, v_ones, visible, masked):
             zero = xp.zeros((), dtype=q.dtype)
             scores = xp.reshape(k_ones[:, :, lo:hi, :] @ xp.matrix_transpose(queries),
                                 (batch, kv_heads, hi - lo, group, q_len))
-            scores += _c_order(xp, xp.where(_keys_first(xp, visible, kv_heads, group), zero, zero - math.inf))
+            scores += c_order(xp, xp.where(_keys_first(xp, visible, kv_heads, group), zero, zero - math.inf))
             peak = xp.reshape(xp.max(scores, axis=2), (batch, kv_heads, rows))
             shift = peak if shift is None else xp.maximum(shift, peak)
             if not bool(xp.all(xp.isfinite(shift))):

@@ -13,7 +13,7 @@ attention, as Hydragen and FlashInfer's cascade attention do).
 from __future__ import annotations
 
 from .cache.paged_tensor import PagedTensor
-from .scores import LOG2_E
+from .scores import LOG2_E, c_order
 
 
 def block_mask(xp, keys: PagedTensor, allowed):
@@ -88,7 +88,7 @@ def attend_blocks(backend, q, keys: PagedTensor, values: PagedTensor, seen, scal
         for head in range(kv_heads):
             k = keys.head_positions(members[0], head, 0, blocks)
             mine = xp.reshape(xp.take(queries[:, head, ...], picked, axis=0), (len(members) * group, -1))
-            scores = _c_order(xp, xp.matrix_transpose(k @ xp.matrix_transpose(mine)))
+            scores = c_order(xp, xp.matrix_transpose(k @ xp.matrix_transpose(mine)))
             peak = xp.max(scores, axis=-1, keepdims=True)
             weights = backend.exp2_shifted(scores, peak)
             parts = (peak, xp.sum(weights, axis=-1, keepdims=True),
@@ -111,7 +111,7 @@ def attend_blocks(backend, q, keys: PagedTensor, values: PagedTensor, seen, scal
             cut = slice(lo - first * size, hi - first * size)
             k = keys.head_positions(row, head, first, last)[cut, :]
             # (positions, D) @ (D, G) is the faster product; the scores are then laid out (G, positions)
-            scores = _c_order(xp, xp.matrix_transpose(k @ xp.matrix_transpose(queries[row, head, ...])))
+            scores = c_order(xp, xp.matrix_transpose(k @ xp.matrix_transpose(queries[row, head, ...])))
             if not whole:
                 scores = xp.where(seen[row:row + 1, lo:hi], scores, -xp.inf)
             # The span's ends are visible: every row has a finite maximum and a positive sum.
@@ -185,9 +185,3 @@ def visible_spans(backend, seen) -> list:
         spans.append((0, 0, True) if not count_ else (lo_, hi_, hi_ - lo_ == count_))
     return spans
 
-
-def _c_order(xp, x):
-    """``x`` copied into a new C-contiguous array (the scores' rows then reduce in order)."""
-    out = xp.empty(tuple(x.shape), dtype=x.dtype)
-    out[...] = x
-    return out

@@ -95,7 +95,7 @@ def _key_scores(xp, keys: Codes, qg, start: int, stop: int, work):
     """Scores ``(B, H, stop - start, rows)`` of the queries ``qg`` ``(B, H, rows, D)`` against
     the stored keys ``[start, stop)`` (whole groups): per group, the queries times the group's
     channel scales against the codes, plus the queries against the group's zeros."""
-    lead, rows, dim, size = tuple(qg.shape[:2]), qg.shape[2], qg.shape[3], keys.group_size
+    lead, rows, size = tuple(qg.shape[:2]), qg.shape[2], keys.group_size
     count = stop - start
     groups = count // size
     scales, zeros = (xp.astype(a[..., start // size:stop // size, :], work) for a in (keys.scales, keys.zeros))
