@@ -1,6 +1,7 @@
 """scaled_dot_product_attention against a direct NumPy formula."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import lucid
 from lucid.nn.functional import attention_mask, scaled_dot_product_attention, softmax
@@ -41,14 +42,20 @@ def data(q_heads=4, kv_heads=2, q_len=3, k_len=5, dim=8, dv=6):
             rng.standard_normal((2, kv_heads, k_len, dv)).astype(np.float32))
 
 
-@pytest.fixture(params=["queries first", "keys first, tiled", "keys first, bounded", "keys first, always shifted"])
+@pytest.fixture(params=["queries first", "keys first, tiled", "keys first, bounded", "keys first, always shifted",
+                        "causal blocks"])
 def layout(request, monkeypatch):
     """Both layouts of a block's scores, whatever the block's size and head dimension; keys
     first in tiles of a few keys with probed shifts, and in one piece both with the softmax's
     shift skipped where the scores are bounded (small test data: everywhere) and with it never
-    skipped."""
-    from lucid.nn import functional
+    skipped. Causal attention without a mask goes through the causal blocks (of two queries
+    and one batch row, so that short tests cross several) only where the layout says so."""
+    from lucid.nn import causal_attention, functional
 
+    causal_blocks = request.param == "causal blocks"
+    monkeypatch.setattr(causal_attention, "QUERY_ROWS", 2)
+    monkeypatch.setattr(causal_attention, "BLOCK_SCORES", 1)
+    monkeypatch.setattr(functional, "fits", lambda *shape: causal_blocks)
     monkeypatch.setattr(functional, "KEYS_FIRST_ROWS", 2**62 if request.param == "queries first" else 1)
     monkeypatch.setattr(functional, "KEY_TILE", 2)
     monkeypatch.setattr(functional, "TILED_FROM_DIM", 1 if request.param.endswith("tiled") else 2**62)
@@ -201,6 +208,60 @@ def test_batch_rows_split_unevenly_across_blocks(backend_name, layout, monkeypat
     mask = rng.random((3, 1, 40, 45)) > 0.5
     got = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v), attn_mask=on_backend(mask))
     np.testing.assert_allclose(got.numpy(), reference(q, k, v, mask=mask), rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_causal_blocks_match_the_formula(data):
+    """Causal attention of the last ``Lq`` of ``Lk`` keys in blocks of a few queries and batch
+    rows, any sizes (a last block shorter than the rest), grouped heads, scores far past
+    float32's exponential range: the textbook formula's result."""
+    from lucid.nn.causal_attention import attend_causal
+
+    draw = data.draw
+    batch, kv_heads, group = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    k_len = draw(st.integers(2, 40))
+    q_len, dim, dv = draw(st.integers(2, k_len)), draw(st.sampled_from([1, 4, 8])), draw(st.integers(1, 5))
+    spread = draw(st.sampled_from([0.1, 1.0, 8.0]))  # 8: scores of a few hundred, 2 ** score past float32
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    q = (rng.standard_normal((batch, kv_heads * group, q_len, dim)) * spread).astype(np.float32)
+    k = (rng.standard_normal((batch, kv_heads, k_len, dim)) * spread).astype(np.float32)
+    v = rng.standard_normal((batch, kv_heads, k_len, dv)).astype(np.float32)
+    import lucid.nn.causal_attention as blocks
+
+    old = blocks.QUERY_ROWS, blocks.BLOCK_SCORES
+    blocks.QUERY_ROWS = draw(st.integers(1, 8))
+    blocks.BLOCK_SCORES = draw(st.integers(1, 4)) * kv_heads * group * blocks.QUERY_ROWS * k_len  # 1-4 rows a block
+    try:
+        backend = lucid.get_backend()
+        got = backend.to_host(attend_causal(backend, *(backend.from_host(a) for a in (q, k, v)), 0.7))
+    finally:
+        blocks.QUERY_ROWS, blocks.BLOCK_SCORES = old
+    want = reference(q.astype(np.float64), k.astype(np.float64), v, causal=True, scale=0.7)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_prefill_takes_the_causal_blocks_and_a_mask_or_a_long_prompt_does_not(monkeypatch):
+    """``is_causal`` without a mask, over keys whose blocks fit, goes through the causal
+    blocks; a mask (which may hide more than the future) or keys too many for a block's scores
+    to stay small take the mask-reading blocks. All give the formula's result."""
+    from lucid.nn import causal_attention, functional
+
+    calls = []
+    real = functional.attend_causal
+    monkeypatch.setattr(functional, "attend_causal", lambda *args: calls.append(1) or real(*args))
+    q, k, v = data(q_len=4, k_len=6)
+    mask = np.arange(6)[None, :] <= np.arange(4)[:, None] + 2
+    for kwargs, taken in (({"is_causal": True}, True), ({"attn_mask": on_backend(mask)}, False)):
+        calls.clear()
+        got = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v), **kwargs).numpy()
+        np.testing.assert_allclose(got, reference(q, k, v, causal=True), rtol=1e-5, atol=1e-5)
+        assert bool(calls) == taken
+    monkeypatch.setattr(causal_attention, "BLOCK_SCORES", 4 * 64 * 6 - 1)  # one row of one block too many
+    calls.clear()
+    got = scaled_dot_product_attention(on_backend(q), on_backend(k), on_backend(v), is_causal=True).numpy()
+    np.testing.assert_allclose(got, reference(q, k, v, causal=True), rtol=1e-5, atol=1e-5)
+    assert not calls
 
 
 def test_float16_attention_runs_in_float32_and_returns_float16():

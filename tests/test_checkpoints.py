@@ -124,6 +124,32 @@ def test_kept_logits_are_the_last_positions_of_all(backend_name, monkeypatch, ki
                 np.testing.assert_array_equal(trimmed.numpy(), whole.numpy())
 
 
+@pytest.mark.parametrize("kind", ["none", "dynamic", "static", "quantized-8", "sliding"])
+def test_prefills_attend_causally_without_a_mask_where_the_keys_are_in_order(backend_name, monkeypatch, kind):
+    """A full-attention layer whose keys are the positions up to its last query, in order (a
+    prompt, or its second chunk after the first is cached), attends causally with no mask built;
+    sliding layers keep theirs, and so does a layer whose cache dropped keys (a sliding-window
+    cache on every layer: its second chunk's keys skip the positions between the sink and the
+    window). The logits are those the mask gives."""
+    from lucid.generation import make_cache
+    from lucid.models import LlamaConfig, LlamaModel, llama
+
+    model = LlamaModel.random(LlamaConfig(num_layers=2, layer_types=("sliding", "full"), sliding_window=4,
+                                          sink_tokens=1))
+    ids = np.random.default_rng(7).integers(0, 256, size=(2, 12))
+    real, seen = llama._causal, []
+    outputs = []
+    for decide in (lambda *args: seen.append(real(*args)) or seen[-1], lambda *args: False):
+        monkeypatch.setattr(llama, "_causal", decide)
+        cache = make_cache(kind, model, 12)
+        chunks = [(0, 12)] if cache is None else [(0, 5), (5, 12)]
+        outputs.append([model.forward(ids[:, a:b], cache=cache, cache_position=range(a, b)).numpy()
+                        for a, b in chunks])
+    for fast, masked in zip(*outputs):
+        np.testing.assert_allclose(fast, masked, rtol=1e-5, atol=1e-5)
+    assert seen == [True, kind != "sliding"][:len(outputs[0])]  # the full layer only, once per chunk
+
+
 def test_weights_in_memory_missing_a_tensor_are_named():
     from lucid.models import LlamaConfig, LlamaModel
     from lucid.models.llama import random_weights

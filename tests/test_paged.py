@@ -314,7 +314,9 @@ def test_rows_that_share_prompt_blocks_read_them_once_and_attend_as_the_gathered
     extras = data.draw(st.lists(st.integers(0, 12), min_size=1, max_size=4))  # each fork's own tokens
     strangers = data.draw(st.integers(0, 2))  # rows of their own prompt
     rows = 1 + len(extras) + strangers
-    cache = nn.PagedKVCache(num_blocks=rows * (-(-(prompt + 14) // block) + 1), block_size=block)
+    # Room for every row at its longest: a fork's prompt, its own 12 and the step's token, or a
+    # stranger's 40 and the step's (a fork's copied block included)
+    cache = nn.PagedKVCache(num_blocks=rows * (-(-(max(prompt + 13, 41)) // block) + 1), block_size=block)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
 
     def write(seq, n, start):

@@ -311,14 +311,8 @@ class LlamaModel:
                 k, v = cache.update(Tensor.wrap(heads(k_all, c.num_kv_heads), backend),
                                     Tensor.wrap(heads(v_all, c.num_kv_heads, rotate=False), backend), layer_idx,
                                     cache_position=written)
-                sliding = c.layer_type(layer_idx) == "sliding"
-                mask = attention_mask(positions, cache.key_positions(layer_idx, length),
-                                      window=c.sliding_window if sliding else None,
-                                      sink_tokens=c.sink_tokens if sliding else 0)
-                if mask.ndim == 3:
-                    mask = mask.with_array(mask.array[:, None, ...])
-                attn = scaled_dot_product_attention(Tensor.wrap(heads(q_all, c.num_heads), backend), k, v,
-                                                    attn_mask=mask).array
+                attn = self._attention(layer_idx, heads(q_all, c.num_heads), k, v, positions,
+                                       cache.key_positions(layer_idx, length))
                 outputs.append(xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (1, rows * length, -1)))
             x = self._mlp(x, xp.concat(outputs, axis=1) if len(outputs) > 1 else outputs[0], w)
         last, start = [], 0
@@ -369,14 +363,24 @@ class LlamaModel:
         if cache is not None:
             k_t, v_t = cache.update(k_t, v_t, layer_idx, cache_position=written)
             key_positions = cache.key_positions(layer_idx, length)
+        attn = self._attention(layer_idx, q, k_t, v_t, positions, key_positions)
+        attn = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (batch, outputs, c.num_heads * c.head_dim))
+        return self._by_tokens(blocks, lambda t0, t1: (self._mlp(x[:, t0:t1, :], attn[:, t0:t1, :], w),), axis=1)[0]
+
+    def _attention(self, layer_idx: int, q, k: Tensor, v: Tensor, positions: Tensor, key_positions: Tensor):
+        """Attention of layer ``layer_idx``'s queries ``q`` (an array ``(B, heads, T, D)``) at
+        ``positions`` over keys ``k`` and values ``v`` at ``key_positions``, masked as the
+        layer's type says: an array ``(B, heads, T, D)``."""
+        c, backend = self.config, self.backend
+        query = Tensor.wrap(q, backend)
         sliding = c.layer_type(layer_idx) == "sliding"
+        if not sliding and _causal(backend.xp, positions.array, positions.as_operand(key_positions)):
+            return scaled_dot_product_attention(query, k, v, is_causal=True).array
         mask = attention_mask(positions, key_positions, window=c.sliding_window if sliding else None,
                               sink_tokens=c.sink_tokens if sliding else 0)
         if mask.ndim == 3:  # a mask per row: (B, Lq, Lk) -> (B, 1, Lq, Lk), the same for every head
             mask = mask.with_array(mask.array[:, None, ...])
-        attn = scaled_dot_product_attention(Tensor.wrap(q, backend), k_t, v_t, attn_mask=mask).array
-        attn = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (batch, outputs, c.num_heads * c.head_dim))
-        return self._by_tokens(blocks, lambda t0, t1: (self._mlp(x[:, t0:t1, :], attn[:, t0:t1, :], w),), axis=1)[0]
+        return scaled_dot_product_attention(query, k, v, attn_mask=mask).array
 
     def _by_tokens(self, blocks, fn, axis: int) -> tuple:
         """``fn(t0, t1)`` (a tuple of arrays) for each block of tokens, joined along ``axis``."""
@@ -465,6 +469,26 @@ TOKENS_PER_BLOCK = 512
 #: little work to gain from the split (a 256-wide model's 1,024-token prefill ran 1.15x slower
 #: in two blocks).
 SPLIT_FROM_HIDDEN = 512
+
+
+def _causal(xp, positions, key_positions) -> bool:
+    """Whether queries at ``positions`` over keys at ``key_positions`` (1-D arrays) see exactly
+    the keys up to their own position: the keys are consecutive positions in order and the
+    queries are the last of them, several (a prefill). Attention is then causal, and needs no
+    mask built or read.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lucid.models.llama import _causal
+    >>> _causal(np, np.arange(5, 8), np.arange(8)), _causal(np, np.arange(5, 8), np.array([0, 1, 6, 7]))
+    (True, False)
+    """
+    q_len, k_len = positions.shape[-1], key_positions.shape[-1]
+    if positions.ndim != 1 or key_positions.ndim != 1 or q_len < 2 or k_len < q_len:
+        return False
+    return bool(xp.all(key_positions[1:] - key_positions[:-1] == 1)) and bool(
+        xp.all(positions == key_positions[k_len - q_len:]))
 
 
 def _token_blocks(batch: int, length: int, hidden: int) -> list:

@@ -7,6 +7,7 @@ from ..tensor import Tensor
 from .cache.quantized_codes import QuantizedTensor
 from .cache.paged_tensor import PagedTensor
 from .cache.window_tensor import WindowTensor
+from .causal_attention import attend_causal, fits
 from .paged_attention import attend_blocks, block_mask
 from .scores import LOG2_E, c_order
 from .quantized_attention import CODES_ROWS, attend_codes
@@ -146,6 +147,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal: b
     work = query.backend.matmul_dtype(given)
     if work != given:  # a dtype the backend multiplies slowly: attention in one it multiplies fast
         q, k, v = (xp.astype(a, work) for a in (q, k, v))
+    if (is_causal and allowed is None and additive is None and 1 < q_len <= k_len
+            and fits(batch, kv_heads, q_heads // kv_heads, k_len)):
+        # A prefill's causal attention: the mask is known, blocks of queries need no reading of one.
+        result = attend_causal(query.backend, q, k, v, scale)
+        return query.with_array(result if result.dtype == given else xp.astype(result, given))
     # Blocks of queries and batch rows whose scores stay small enough to live in the CPU's
     # cache (the full (B, H, Lq, Lk) matrix of a long prefill would be hundreds of megabytes,
     # written and read several times), with enough query rows per block for efficient matrix
