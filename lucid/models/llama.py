@@ -255,7 +255,7 @@ class LlamaModel:
         x = xp.reshape(self._lookup(backend.from_host(ids.reshape(-1))), (batch, length, c.hidden_size))
         keep = logits_to_keep if 0 < logits_to_keep < length else length
         written = host_positions.tolist() if cache_position is None else cache_position  # as the caller gave them
-        blocks = _token_blocks(batch, length, c.hidden_size)
+        blocks = _token_blocks(batch, length, c.hidden_size, backend.threads())
         with backend.parallel_region() if len(blocks) > 1 else contextlib.nullcontext():
             for layer_idx in range(c.num_layers):
                 # Only the kept positions' outputs of the last layer are used: it writes every
@@ -358,7 +358,7 @@ class LlamaModel:
             first = length - outputs
             x, positions = x[:, first:, :], positions.with_array(positions.array[..., first:])
             q = self._queries(self._rms(x, w["norm1"].array), w, cos[..., first:, :, :], sin[..., first:, :, :])
-            blocks = _token_blocks(batch, outputs, c.hidden_size)
+            blocks = _token_blocks(batch, outputs, c.hidden_size, backend.threads())
         k_t, v_t = Tensor.wrap(k, backend), Tensor.wrap(v, backend)
         if cache is not None:
             k_t, v_t = cache.update(k_t, v_t, layer_idx, cache_position=written)
@@ -463,7 +463,10 @@ class LlamaModel:
 #: On NumPy with two cores, SmolLM2's 1,024 tokens in two blocks of 512 prefill 1.15-1.2x
 #: faster than in one: the threads also share the element-wise work, and attention's blocks,
 #: which follow on the worker threads, no longer start beside a BLAS thread still spinning
-#: after its call. With one thread the two are alike.
+#: after its call. With one thread the two are alike. An input that would make fewer blocks
+#: than there are threads is split into a block per thread once each holds half this many
+#: tokens: on two cores SmolLM2's 512-token prefill (batch 1, or 8 rows of 64) ran 1.07-1.21x
+#: faster in two blocks of 256 than in one, its 128- and 256-token prefills 1.02-1.2x slower.
 TOKENS_PER_BLOCK = 512
 #: Models narrower than this take blocks of twice ``TOKENS_PER_BLOCK``: their blocks hold too
 #: little work to gain from the split (a 256-wide model's 1,024-token prefill ran 1.15x slower
@@ -491,11 +494,22 @@ def _causal(xp, positions, key_positions) -> bool:
         xp.all(positions == key_positions[k_len - q_len:]))
 
 
-def _token_blocks(batch: int, length: int, hidden: int) -> list:
+def _token_blocks(batch: int, length: int, hidden: int, threads: int = 1) -> list:
     """Everything but attention works token by token: a long input goes through it in blocks
-    of positions ``[(t0, t1), ...]``, which the backend may run at once (NumPy: one per core)."""
+    of positions ``[(t0, t1), ...]``, which the backend may run at once (NumPy: one per core,
+    ``threads`` of them). An input too short for a block per thread, but with at least half a
+    block's tokens per thread (of a model wide enough to split), is split evenly among them.
+
+    Examples
+    --------
+    >>> from lucid.models.llama import _token_blocks
+    >>> _token_blocks(1, 1024, 576), _token_blocks(1, 512, 576, threads=2), _token_blocks(1, 256, 576, threads=2)
+    ([(0, 512), (512, 1024)], [(0, 256), (256, 512)], [(0, 256)])
+    """
     tokens = TOKENS_PER_BLOCK if hidden >= SPLIT_FROM_HIDDEN else 2 * TOKENS_PER_BLOCK
     step = max(1, -(-tokens // batch))
+    if threads > 1 and hidden >= SPLIT_FROM_HIDDEN and -(-length // step) < threads <= batch * length * 2 // tokens:
+        step = -(-length // threads)
     return [(t, min(length, t + step)) for t in range(0, length, step)]
 
 
