@@ -1,16 +1,17 @@
-"""The attention of a SmolLM2 prefill alone: lucid's tiles, lucid's exact maximum, and torch.
+"""The attention of a SmolLM2 prefill alone: lucid's causal blocks, its mask-reading blocks, and torch.
 
     pip install -e ".[compare]"
-    python benchmarks/prefill_attention.py [--length 1024] [--repeats 5]
+    python benchmarks/prefill_attention.py [--length 1024] [--repeats 5] [--threads 1]
 
-Runs lucid's prefill of one random ``--length``-token prompt and keeps the queries, keys,
-values and mask that each of its 30 layers hands to ``scaled_dot_product_attention``. Then
-times, one thread each, in turns, the 30 calls three ways: lucid as it runs (key tiles with
-probed shifts), lucid with ``PROBE_KEYS = 0`` (every block shifted by each row's exact maximum,
-the attention before the tiles), and torch's ``scaled_dot_product_attention`` (``is_causal``,
-the key/value heads repeated for the grouped queries, as transformers' SDPA path does).
-Prints the median seconds of each, and each one's largest difference from a float64 softmax
-on the first three layers.
+Runs lucid's prefill of one random ``--length``-token prompt and keeps the queries, keys and
+values that each of its 30 layers hands to ``scaled_dot_product_attention``. Then times, on
+``--threads`` threads each, in turns, the 30 calls four ways: lucid as the model runs them
+(``is_causal``: blocks of 64 queries, no mask), lucid given the causal mask instead (key tiles
+with probed shifts, the prefill's path before the causal blocks), the same with
+``PROBE_KEYS = 0`` (every block shifted by each row's exact maximum, the path before the
+tiles), and torch's ``scaled_dot_product_attention`` (``is_causal``, the key/value heads
+repeated for the grouped queries, as transformers' SDPA path does). Prints the median seconds
+of each, and each one's largest difference from a float64 softmax on the first three layers.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    os.environ["LUCID_NUM_THREADS"] = "1"
+    os.environ["LUCID_NUM_THREADS"] = str(args.threads)
     import threadpoolctl
     import torch
 
@@ -37,14 +39,17 @@ def main(argv=None) -> int:
     from lucid.models import download, load_pretrained
     from lucid.nn import functional
 
-    threadpoolctl.threadpool_limits(1)
-    torch.set_num_threads(1)
+    threadpoolctl.threadpool_limits(args.threads)
+    torch.set_num_threads(args.threads)
     model = load_pretrained(download())
     calls, attend = [], llama.scaled_dot_product_attention
 
-    def keep(q, k, v, attn_mask=None):
-        calls.append(tuple(np.array(t.numpy()) for t in (q, k, v, attn_mask)))
-        return attend(q, k, v, attn_mask=attn_mask)
+    def keep(q, k, v, attn_mask=None, is_causal=False):
+        q, k, v = (np.array(t.numpy()) for t in (q, k, v))
+        mask = np.arange(k.shape[2])[None, :] <= np.arange(q.shape[2])[:, None] + k.shape[2] - q.shape[2]
+        assert is_causal or np.array_equal(np.broadcast_to(attn_mask.numpy(), mask.shape), mask)
+        calls.append((q, k, v, mask))
+        return attend(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), is_causal=True)
 
     llama.scaled_dot_product_attention = keep
     ids = np.random.default_rng(0).integers(100, model.config.vocab_size, size=(1, args.length))
@@ -54,11 +59,12 @@ def main(argv=None) -> int:
     theirs = [tuple(torch.from_numpy(a) for a in (q, np.repeat(k, group, 1), np.repeat(v, group, 1)))
               for q, k, v, _ in calls]
 
-    def ours(probes):
+    def ours(probes, causal=False):
         def run():
             functional.PROBE_KEYS = probes
             try:
-                return [attend(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), attn_mask=lucid.Tensor(m)).numpy()
+                return [attend(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), is_causal=True).numpy() if causal
+                        else attend(lucid.Tensor(q), lucid.Tensor(k), lucid.Tensor(v), attn_mask=lucid.Tensor(m)).numpy()
                         for q, k, v, m in calls]
             finally:
                 functional.PROBE_KEYS = PROBES
@@ -70,12 +76,14 @@ def main(argv=None) -> int:
                     for q, k, v in theirs]
 
     PROBES = functional.PROBE_KEYS
-    runs = {"lucid, key tiles": ours(PROBES), "lucid, exact maximum": ours(0), "torch": torch_run}
+    runs = {"lucid, causal blocks": ours(PROBES, causal=True), "lucid, mask: key tiles": ours(PROBES),
+            "lucid, mask: exact maximum": ours(0), "torch": torch_run}
     exact = [_float64(q, k, v, m) for q, k, v, m in calls[:3]]
     errors = {name: max(float(np.abs(got - want).max()) for got, want in zip(run()[:3], exact))
               for name, run in runs.items()}
     times = interleaved_medians(runs, args.repeats)
-    print(f"attention of {len(calls)} layers, prompt {args.length}, one thread, median of {args.repeats} in turns")
+    print(f"attention of {len(calls)} layers, prompt {args.length}, {args.threads} thread(s), "
+          f"median of {args.repeats} in turns")
     for name in runs:
         print(f"{name}: {times[name]:.3f} s, largest difference from float64 {errors[name]:.1e}")
     return 0
