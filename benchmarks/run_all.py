@@ -50,6 +50,7 @@ COMMANDS = {
     "prefill_2_threads": (".", "python benchmarks/prefill.py --threads 2"),
     "linear_shapes": (".", "python benchmarks/linear_shapes.py"),
     "prefill_attention": (".", "python benchmarks/prefill_attention.py"),
+    "prefill_attention_2_threads": (".", "python benchmarks/prefill_attention.py --threads 2"),
     "prefill_profile": (".", "python benchmarks/prefill.py --profile 1x1024"),
     "prefill_profile_4096": (".", "python benchmarks/prefill.py --profile 1x4096"),
     "model_memory": (".", "python benchmarks/model_memory.py"),
