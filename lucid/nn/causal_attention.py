@@ -18,8 +18,9 @@ from .scores import LOG2_E
 
 #: Queries per block. Blocks this short keep the computed part of the diagonal small (an
 #: eighth of a 1,024-token prefill's scores is masked at 64, a quarter at 128) and give the
-#: cores many blocks to share; SmolLM2's blocks of 64 queries ran 1.1-1.6x faster than the
-#: mask-driven blocks at 128 to 1,024 tokens.
+#: cores many blocks to share: the 30 layers' attention of SmolLM2's 1,024-token prefill ran
+#: 1.04x (one thread) and 1.37x (two) faster than in the mask-reading blocks
+#: (``benchmarks/prefill_attention.py``; 64 beat 128 and 256 queries on one and two threads).
 QUERY_ROWS = 64
 #: Scores one block may hold at most (4 MB of float32): beyond this the scores of a block no
 #: longer stay in the CPU's cache, and the key-tiled path of ``scaled_dot_product_attention``
@@ -79,12 +80,11 @@ def attend_causal(backend, q, k, v, scale: float):
         stop, b1 = min(q_len, start + rows), min(batch, b0 + batch_rows)
         n, seen, own = stop - start, stop + offset, start + offset
         bq = xp.reshape(queries[b0:b1, :, :, start:stop, :] * factor, (b1 - b0, kv_heads, group * n, dim))
-        scores = k[b0:b1, :, :seen, :] @ xp.matrix_transpose(bq)  # (b, Hkv, seen, G * n)
-        grid = xp.reshape(scores, (b1 - b0, kv_heads, seen, group, n))
-        grid[:, :, own:seen, :, :] += diagonal[:n, :, :n]
-        weights = backend.exp2_shifted(scores, xp.reshape(xp.max(grid, axis=2, keepdims=True),
-                                                          (b1 - b0, kv_heads, 1, group * n)))
+        scores = xp.reshape(k[b0:b1, :, :seen, :] @ xp.matrix_transpose(bq), (b1 - b0, kv_heads, seen, group, n))
+        scores[:, :, own:seen, :, :] += diagonal[:n, :, :n]
+        weights = backend.exp2_shifted(scores, xp.max(scores, axis=2, keepdims=True))
         total = xp.reshape(xp.sum(weights, axis=2), (b1 - b0, kv_heads, group * n, 1))
+        weights = xp.reshape(weights, (b1 - b0, kv_heads, seen, group * n))
         result = (xp.matrix_transpose(weights) @ v[b0:b1, :, :seen, :]) / total
         out[b0:b1, :, :, start:stop, :] = xp.reshape(result, (b1 - b0, kv_heads, group, n, dv))
 
