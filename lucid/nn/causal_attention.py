@@ -16,11 +16,12 @@ import math
 
 from .scores import LOG2_E
 
-#: Queries per block. Blocks this short keep the computed part of the diagonal small (an
-#: eighth of a 1,024-token prefill's scores is masked at 64, a quarter at 128) and give the
+#: Queries per block. Blocks this short keep the computed part of the diagonal small (6% of
+#: the scores a 1,024-token prefill computes are masked at 64, 11% at 128) and give the
 #: cores many blocks to share: the 30 layers' attention of SmolLM2's 1,024-token prefill ran
 #: 1.04x (one thread) and 1.37x (two) faster than in the mask-reading blocks
-#: (``benchmarks/prefill_attention.py``; 64 beat 128 and 256 queries on one and two threads).
+#: (``benchmarks/prefill_attention.py``). On SmolLM2-shaped random data, 64 queries were the
+#: fastest of 64, 128 and 256 at 128 to 1,024 tokens on one thread, and within 7% of the best on two.
 QUERY_ROWS = 64
 #: Scores one block may hold at most (4 MB of float32): beyond this the scores of a block no
 #: longer stay in the CPU's cache, and the key-tiled path of ``scaled_dot_product_attention``
