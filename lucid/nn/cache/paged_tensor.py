@@ -21,8 +21,9 @@ class PagedTensor(LazyTensor):
     done the first time ``array`` is read.
     :func:`~lucid.nn.functional.scaled_dot_product_attention` reads the blocks instead, one
     row and head at a time (:meth:`head_positions`), for a decode step whose mask hides every
-    row's positions past its length (what a model's mask does). Like every tensor a cache returns, it reads the cache's storage
-    and is valid until the next call that changes the cache.
+    row's positions past its length (what a model's mask does). Like every tensor a cache
+    returns, it reads the cache's storage and is valid until the next call that changes the
+    cache.
 
     Examples
     --------
