@@ -49,6 +49,7 @@ COMMANDS = {
     "prefill_1_thread": (".", "python benchmarks/prefill.py --threads 1"),
     "prefill_2_threads": (".", "python benchmarks/prefill.py --threads 2"),
     "linear_shapes": (".", "python benchmarks/linear_shapes.py"),
+    "linear_shapes_decode": (".", "python benchmarks/linear_shapes.py --tokens 1 2 8"),
     "prefill_attention": (".", "python benchmarks/prefill_attention.py"),
     "prefill_attention_2_threads": (".", "python benchmarks/prefill_attention.py --threads 2"),
     "prefill_profile": (".", "python benchmarks/prefill.py --profile 1x1024"),
