@@ -38,6 +38,7 @@ COMMANDS = {
                                       "--python=same -a rounds=3 --bench bench_cache.Beams"),
     "asv_first_step": ("asv_bench", "asv run --python=same -a rounds=1 --bench FirstStepAfterPrefill"),
     "asv_peer_llama": ("asv_bench", "asv run --python=same --bench PeerGenerateLlamaRatio"),
+    "asv_peer_smollm2": ("asv_bench", "asv run --python=same --quick --bench PeerSmolLM2Ratio"),
     "step_instructions": (".", 'python benchmarks/step_instructions.py "cache [t]" "sliding 64 [t]" "sliding 4096 [t]" '
                                '"sliding 64+4 sinks [t]" "sliding 4096+4 sinks [t]" "sliding 64+64 sinks [t]"'),
     "sliding_step": (".", "python benchmarks/sliding_step.py"),
