@@ -84,47 +84,53 @@ def attend_blocks(backend, q, keys: PagedTensor, values: PagedTensor, seen, scal
     # two parts' softmax sums are joined (the maximum of each part rescales the other's).
     prefixes = {}
     for members, blocks in shared_prefixes(backend.to_host(keys.table).tolist(), spans, size):
-        picked = backend.from_host(members)
+        picked, parts = backend.from_host(members), []
         for head in range(kv_heads):
             k = keys.head_positions(members[0], head, 0, blocks)
             mine = xp.reshape(xp.take(queries[:, head, ...], picked, axis=0), (len(members) * group, -1))
             scores = c_order(xp, xp.matrix_transpose(k @ xp.matrix_transpose(mine)))
             peak = xp.max(scores, axis=-1, keepdims=True)
             weights = backend.exp2_shifted(scores, peak)
-            parts = (peak, xp.sum(weights, axis=-1, keepdims=True),
-                     weights @ values.head_positions(members[0], head, 0, blocks))
-            for i, row in enumerate(members):
-                prefixes[row, head] = tuple(part[i * group:(i + 1) * group, ...] for part in parts)
-        for row in members:
+            parts.append((peak, xp.sum(weights, axis=-1, keepdims=True),
+                          weights @ values.head_positions(members[0], head, 0, blocks)))
+        # each part per member, every head at once: (H, G, 1), (H, G, 1) and (H, G, Dv)
+        joined = [xp.reshape(xp.stack([p[i] for p in parts]), (kv_heads, len(members), group, -1))
+                  for i in range(3)]
+        for i, row in enumerate(members):
+            prefixes[row] = tuple(part[:, i, ...] for part in joined)
             spans[row] = (blocks * size,) + spans[row][1:]  # what is left for the row alone
     # Row after row: its positions differ in number from the others', and a row's copies stay
-    # in the CPU's cache from the take to the products. (Worker threads gained nothing here:
-    # the operations are small, and the copies share the memory's bandwidth.)
+    # in the CPU's cache from the take to the products. A row's heads go through the softmax
+    # together, as one (H, G, positions) array. (Worker threads gained nothing here: the
+    # operations are small, and the copies share the memory's bandwidth.)
     for row, (lo, hi, whole) in enumerate(spans):
+        shared = prefixes.get(row)
+        if lo == hi:  # nothing left: zeros, or the shared part alone
+            if shared is not None:
+                out[row, ...] = shared[2] / shared[1]
+            continue
+        first, last = lo // size, -(-hi // size)
+        cut = slice(lo - first * size, hi - first * size)
+        scores = xp.empty((kv_heads, group, hi - lo), dtype=q.dtype)
         for head in range(kv_heads):
-            shared = prefixes.get((row, head))
-            if lo == hi:  # nothing left: zeros, or the shared part alone
-                if shared is not None:
-                    out[row, head, ...] = shared[2] / shared[1]
-                continue
-            first, last = lo // size, -(-hi // size)
-            cut = slice(lo - first * size, hi - first * size)
             k = keys.head_positions(row, head, first, last)[cut, :]
             # (positions, D) @ (D, G) is the faster product; the scores are then laid out (G, positions)
-            scores = c_order(xp, xp.matrix_transpose(k @ xp.matrix_transpose(queries[row, head, ...])))
-            if not whole:
-                scores = xp.where(seen[row:row + 1, lo:hi], scores, -xp.inf)
-            # The span's ends are visible: every row has a finite maximum and a positive sum.
-            peak = xp.max(scores, axis=-1, keepdims=True)
-            if shared is not None:
-                peak = xp.maximum(peak, shared[0])
-            weights = backend.exp2_shifted(scores, peak)
-            total, weighted = xp.sum(weights, axis=-1, keepdims=True), weights @ values.head_positions(
-                row, head, first, last)[cut, :]
-            if shared is not None:
-                rescale = backend.exp2_shifted(shared[0] - peak)
-                total, weighted = total + shared[1] * rescale, weighted + shared[2] * rescale
-            out[row, head, ...] = weighted / total
+            scores[head, ...] = xp.matrix_transpose(k @ xp.matrix_transpose(queries[row, head, ...]))
+        if not whole:
+            scores = xp.where(seen[row:row + 1, lo:hi], scores, -xp.inf)
+        # The span's ends are visible: every row has a finite maximum and a positive sum.
+        peak = xp.max(scores, axis=-1, keepdims=True)
+        if shared is not None:
+            peak = xp.maximum(peak, shared[0])
+        weights = backend.exp2_shifted(scores, peak)
+        total = xp.sum(weights, axis=-1, keepdims=True)
+        weighted = xp.empty((kv_heads, group, dv), dtype=q.dtype)
+        for head in range(kv_heads):
+            weighted[head, ...] = weights[head, ...] @ values.head_positions(row, head, first, last)[cut, :]
+        if shared is not None:
+            rescale = backend.exp2_shifted(shared[0] - peak)
+            total, weighted = total + shared[1] * rescale, weighted + shared[2] * rescale
+        out[row, ...] = weighted / total
     return xp.reshape(out, (rows, q_heads, 1, dv))
 
 
