@@ -21,13 +21,15 @@ import sys
 import numpy as np
 from timing import median_seconds
 
+from lucid.cli import positive_int
+
 SHAPES = [("q, o", 576, 576), ("k, v", 576, 192), ("gate + up", 576, 3072), ("down", 1536, 576)]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--tokens", type=int, nargs="+", default=[128, 1024], help="rows of x (default 128 1024)")
+    parser.add_argument("--tokens", type=positive_int, nargs="+", default=[128, 1024], help="rows of x (default 128 1024)")
     args = parser.parse_args(argv)
     import threadpoolctl
     import torch
