@@ -26,18 +26,34 @@ from lucid.serving import Engine
 
 
 def run_engine(model, prompts: list, tokens: int, system: int):
-    """The engine with every request queued at once: seconds, tokens per request, worst held/distinct."""
+    """The engine with every request queued at once: seconds, tokens per request, worst
+    held/distinct, and each step as ``(whether it prefilled a prompt chunk, decoding rows, seconds)``."""
     engine = Engine(model, num_blocks=sum(-(-(len(p) + tokens) // 16) for p in prompts) + len(prompts))
-    start, worst = time.perf_counter(), 0.0
+    start, worst, steps = time.perf_counter(), 0.0, []
     ids = [engine.add_request(prompt, max_new_tokens=tokens) for prompt in prompts]
     while engine.has_unfinished():
+        chunk, rows, began = bool(engine.waiting), len(engine.running), time.perf_counter()
         engine.step()
+        steps.append((chunk, rows, time.perf_counter() - began))
         lengths = [engine.cache.lengths[r.sequence][0] for r in engine.running + list(engine.waiting)
                    if r.sequence is not None and engine.cache.lengths[r.sequence]]
         if lengths:
             distinct = min(system, max(lengths)) + sum(max(0, n - system) for n in lengths)
             worst = max(worst, engine.cache.blocks_used() * engine.cache.block_size / distinct)
-    return time.perf_counter() - start, [engine.tokens(i) for i in ids], worst
+    return time.perf_counter() - start, [engine.tokens(i) for i in ids], worst, steps
+
+
+def step_summary(steps: list, requests: int) -> str:
+    """Where the engine's time went: steps with a prompt chunk, decode-only steps, and the
+    median decode-only step while every request decodes."""
+    chunks = [s for chunk, _, s in steps if chunk]
+    decodes = [s for chunk, _, s in steps if not chunk]
+    full = [s for chunk, rows, s in steps if not chunk and rows == requests]
+    text = (f"{len(chunks)} steps with a prompt chunk ({sum(chunks):.1f} s), {len(decodes)} decode-only "
+            f"({sum(decodes):.1f} s)")
+    if full:
+        text += f"; a decode-only step of all {requests} requests: median {1e3 * float(np.median(full)):.0f} ms"
+    return text
 
 
 def run_transformers(path: str, prompts: list, tokens: int, threads: int):
@@ -88,11 +104,12 @@ def main(argv=None) -> None:
         same = all(a == b for a, b in zip(alone, together.new_tokens))
         print(f"- together, one paged cache: {new / batched:.1f} new tokens/s ({batched:.1f} s; "
               f"{sequential / batched:.2f}x); identical tokens: {same}", flush=True)
-    served, tokens, worst = run_engine(model, prompts, args.tokens, args.system)
+    served, tokens, worst, steps = run_engine(model, prompts, args.tokens, args.system)
     same = all(a == b for a, b in zip(alone, tokens))
     print(f"- the Engine, all queued at once: {new / served:.1f} new tokens/s ({served:.1f} s; "
           f"{sequential / served:.2f}x); identical tokens: {same}; KV positions held / distinct live "
           f"positions, worst step: {worst:.3f}", flush=True)
+    print(f"  engine steps: {step_summary(steps, len(prompts))}", flush=True)
     if args.transformers:
         seconds, theirs = run_transformers(path, prompts, args.tokens, backend.threads())
         agree = sum(a == b for a, b in zip(alone, theirs))
