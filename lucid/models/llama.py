@@ -374,7 +374,9 @@ class LlamaModel:
         c, backend = self.config, self.backend
         query = Tensor.wrap(q, backend)
         sliding = c.layer_type(layer_idx) == "sliding"
-        if not sliding and _causal(backend.xp, positions.array, positions.as_operand(key_positions)):
+        # A decode step (one query) never is: it skips the check, which reads the key positions.
+        if not sliding and positions.shape[-1] > 1 and _causal(backend.xp, positions.array,
+                                                                positions.as_operand(key_positions)):
             return scaled_dot_product_attention(query, k, v, is_causal=True).array
         mask = attention_mask(positions, key_positions, window=c.sliding_window if sliding else None,
                               sink_tokens=c.sink_tokens if sliding else 0)
