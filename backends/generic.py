@@ -244,6 +244,18 @@ class Backend:
         """
         return self.xp.pow(2.0, x if shift is None else x - shift)
 
+    def exp_negated(self, x):
+        """``e ** -x`` as a new array (``x`` is left as it was): SiLU's exponential.
+
+        Examples
+        --------
+        >>> import lucid_backends
+        >>> b = lucid_backends.load_backend("array_api_strict")
+        >>> b.to_host(b.exp_negated(b.xp.asarray([0.0, -1.0]))).tolist() == [1.0, 2.718281828459045]
+        True
+        """
+        return self.xp.exp(-x)
+
     def overflow_quietly(self) -> contextlib.AbstractContextManager:
         """A context in which float overflow gives ``inf`` (and ``inf * 0`` NaN) without a
         warning, for computations that check their results and redo what overflowed. NumPy's

@@ -318,3 +318,46 @@ def test_numpy_namespace_overrides_agree_with_array_api_compat(shape, data):
     assert xp.empty((2,), device="cpu").shape == (2,)
     with pytest.raises(ValueError):
         xp.empty((2,), device="gpu")
+
+
+@pytest.mark.parametrize("via_exp", [False, True], ids=["exp2", "exp of x ln 2"])
+@settings(max_examples=40, deadline=None)
+@given(values=st.lists(st.floats(-120, 120, width=32), min_size=1, max_size=64),
+       shift=st.floats(-20, 20, width=32))
+def test_numpy_exp2_shifted_is_two_to_the_power_on_either_path(via_exp, values, shift):
+    # On CPUs without AVX-512 the NumPy backend computes float32 2 ** x as exp(x ln 2), NumPy's
+    # exp being vectorised there and its exp2 not. Both paths give 2 ** (x - shift) within a
+    # few float32 roundings of the exponent (relative error about |x - shift| * 2 ** -24 more
+    # than exp's own, as float32 rounds x - shift and x ln 2), overflow to inf, and give 0 for
+    # the -inf of a masked score.
+    from lucid_backends import _numpy
+
+    backend = lucid_backends.load_backend("numpy")
+    x = np.array(values + [-np.inf], dtype=np.float32)
+    expected = np.exp2(x.astype(np.float64) - np.float64(np.float32(shift)))
+    with pytest.MonkeyPatch.context() as patch, np.errstate(over="ignore"):
+        patch.setattr(_numpy, "_EXP2_VIA_EXP", via_exp)
+        got = backend.exp2_shifted(x.copy(), np.float32(shift))
+    assert got.dtype == np.float32
+    normal = (expected > np.finfo(np.float32).tiny) & (expected < np.finfo(np.float32).max / 2)
+    exponent = np.abs(np.log2(expected[normal]))
+    assert np.all(np.abs(got[normal] - expected[normal]) <= expected[normal] * (3e-7 + 1.2e-7 * exponent))
+    assert np.all(got[expected > 2 * np.finfo(np.float32).max] == np.inf)
+    assert got[-1] == 0.0
+
+
+@pytest.mark.parametrize("via_exp", [False, True], ids=["exp2", "exp"])
+@pytest.mark.parametrize("name", ["numpy", "array_api_strict"])
+def test_exp_negated_is_e_to_minus_x_and_leaves_x_alone(via_exp, name):
+    # SiLU's exponential, on either of the NumPy backend's paths (and the generic one's):
+    # within two float32 roundings of e ** -x, x untouched.
+    from lucid_backends import _numpy
+
+    backend = lucid_backends.load_backend(name)
+    host = np.linspace(-80, 80, 2001, dtype=np.float32)
+    x = backend.from_host(host.copy())
+    with pytest.MonkeyPatch.context() as patch, np.errstate(over="ignore"):
+        patch.setattr(_numpy, "_EXP2_VIA_EXP", via_exp)
+        got = backend.to_host(backend.exp_negated(x))
+    np.testing.assert_array_equal(backend.to_host(x), host)
+    np.testing.assert_allclose(got, np.exp(-host.astype(np.float64)), rtol=2.5e-7 if via_exp or name != "numpy" else 1.5e-5)

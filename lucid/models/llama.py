@@ -22,7 +22,6 @@ from tqdm import tqdm
 import lucid_backends
 
 from ..nn.functional import attention_mask, scaled_dot_product_attention
-from ..nn.scores import LOG2_E
 from ..tensor import Tensor
 from ..validation import check_regular_file
 from .config import LlamaConfig
@@ -409,9 +408,9 @@ class LlamaModel:
         h = self._rms(x, w["norm2"].array)
         gate_up = self._linear(h, w["gate_up"], None)
         gate, up = gate_up[..., :self.config.intermediate_size], gate_up[..., self.config.intermediate_size:]
-        # SiLU(gate) * up = gate / (1 + 2 ** (-gate / ln 2)) * up, reusing one temporary
-        # (exp2 is NumPy's faster exponential; the backend computes it in place)
-        act = self.backend.exp2_shifted(gate * -LOG2_E)
+        # SiLU(gate) * up = gate / (1 + e ** -gate) * up, reusing one temporary (the backend
+        # picks its faster exponential)
+        act = self.backend.exp_negated(gate)
         act += 1.0
         act = gate / act
         act *= up
