@@ -1,6 +1,7 @@
 """Helpers for attention scores shared by the attention paths: scores in base 2 (queries
-scaled by ``LOG2_E`` give scores whose softmax numerator is ``2 ** s``, NumPy's and CuPy's
-faster exponential, instead of ``e ** s``) and scores laid out in C order."""
+scaled by ``LOG2_E`` give scores whose softmax numerator is ``2 ** s``, the faster exponential
+of CuPy and of NumPy on AVX-512 CPUs, instead of ``e ** s``; the backend computes it through
+``exp`` where that is the faster one) and scores laid out in C order."""
 from __future__ import annotations
 
 import math
