@@ -33,13 +33,19 @@ def store_of(*tiers, fingerprint="tiny-2-layers"):
 
 
 def assert_fetched_equals_prefill(store, tokens=PROMPT, into=None):
+    """Fetch ``tokens`` and check what came back: bit for bit the prefill of ``PROMPT`` (what
+    the tests put) and, where ``tokens`` is another prompt with the same prefix, its own prefill to
+    float32 rounding (BLAS may round a product's rows differently with the number of rows)."""
     cache = into if into is not None else nn.DynamicKVCache()
     got = store.fetch(tokens, cache)
-    reference = prefilled(tokens)
+    references = [(prefilled(), 0.0)]
+    if len(tokens) != len(PROMPT):
+        references.append((prefilled(tokens), 1e-5))
     for layer in range(2):
         k, v = cache.get(layer)
-        np.testing.assert_array_equal(k.numpy(), reference.get(layer)[0].numpy()[..., :got, :])
-        np.testing.assert_array_equal(v.numpy(), reference.get(layer)[1].numpy()[..., :got, :])
+        for reference, rtol in references:
+            for have, want in ((k, reference.get(layer)[0]), (v, reference.get(layer)[1])):
+                np.testing.assert_allclose(have.numpy(), want.numpy()[..., :got, :], rtol=rtol, atol=rtol / 10)
     return got
 
 
