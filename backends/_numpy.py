@@ -83,7 +83,7 @@ class NumpyBackend(Backend):
 def _exp2_via_exp() -> bool:
     """Whether float32 ``2 ** x`` is faster as ``exp(x * ln 2)`` on this CPU: NumPy vectorises
     ``exp2`` for AVX-512 only and ``exp`` for AVX2 as well, so on an AVX2 machine ``exp2`` runs
-    scalar code (about 2x ``exp``'s time, and a tenth of a prefill on SmolLM2). NumPy's own
+    scalar code (about twice ``exp``'s time: 17% of a SmolLM2 prefill there). NumPy's own
     report of the code each function runs decides (``numpy.lib.introspect``, NumPy 2.0 on)."""
     try:
         from numpy.lib.introspect import opt_func_info
