@@ -86,8 +86,7 @@ def test_token_blocks_give_the_same_logits_and_cache(backend_name, monkeypatch):
     ids = np.random.default_rng(5).integers(0, 256, size=(3, 11))
     whole, whole_cache = model.forward(ids, cache=nn.DynamicKVCache()).numpy(), None
     for tokens in (1, 4, 7):
-        # blocks of 1, 2 and 5 positions x 3 rows (this narrow model doubles the blocks of rows shorter than 2x)
-        monkeypatch.setattr(llama, "TOKENS_PER_BLOCK", tokens)
+        monkeypatch.setattr(llama, "TOKENS_PER_BLOCK", tokens)  # (x2 at this width) blocks of 1, 3 and 5 positions x 3 rows
         cache = nn.DynamicKVCache()
         np.testing.assert_allclose(model.forward(ids, cache=cache).numpy(), whole, rtol=1e-5, atol=1e-5)
         keys = cache.get(1)[0].numpy()

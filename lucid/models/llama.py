@@ -469,15 +469,15 @@ class LlamaModel:
 #: tokens: on two cores SmolLM2's 512-token prefill (batch 1, or 8 rows of 64) ran 1.07-1.21x
 #: faster in two blocks of 256 than in one, its 128- and 256-token prefills 1.02-1.2x slower.
 TOKENS_PER_BLOCK = 512
-#: Models narrower than this take blocks of twice ``TOKENS_PER_BLOCK`` while their rows are
-#: shorter than that: such blocks hold too little work to gain from the split, and one block's
-#: matrix products spread over the cores in BLAS (a 256-wide model's prefill of 8 rows of 128
-#: tokens ran 1.15x faster as one block than as two on the AMD EPYC of ``docs/benchmarks.md``).
-#: Longer rows are split as a wider model's: their attention outweighs the rest, and runs
-#: faster beside the other blocks' one-thread products than after a two-thread product whose
-#: second BLAS thread still spins on a core (the same model's 1,024-token prefill: 1.29x faster
-#: in two blocks of 512 there, its 2,048-token prefill 1.10x; the Xeon had measured 1.15x the
-#: other way on the code before the causal blocks).
+#: Models narrower than this take blocks of twice ``TOKENS_PER_BLOCK``: their blocks hold too
+#: little work to gain from the split (a 256-wide model's 1,024-token prefill ran 1.15x slower
+#: in two blocks on the Xeon of ``docs/benchmarks.md``, its prefill of 8 rows of 1,024 tokens
+#: 1.03x slower in blocks of 512 on the AMD EPYC). An input that is one such block, but with
+#: rows of a whole block each, is still split evenly among the threads: its attention outweighs
+#: the rest, and runs faster beside the other block's one-thread products than after a
+#: two-thread product whose second BLAS thread still spins on a core (the same model's
+#: 1,024-token prefill ran 1.24x faster in two blocks on the AMD EPYC; its prefill of 8 rows of
+#: 128 tokens, with little attention, 1.15x slower).
 SPLIT_FROM_HIDDEN = 512
 
 
@@ -506,7 +506,8 @@ def _token_blocks(batch: int, length: int, hidden: int, threads: int = 1) -> lis
     of positions ``[(t0, t1), ...]``, which the backend may run at once (NumPy: one per core,
     ``threads`` of them). An input too short for a block per thread, but with at least half a
     block's tokens per thread (of a model wide enough to split), is split evenly among them.
-    A narrow model's blocks are twice as large, unless its rows are that long themselves.
+    A narrow model's blocks are twice as large, and split evenly only when its rows are a whole
+    block long.
 
     Examples
     --------
@@ -516,11 +517,11 @@ def _token_blocks(batch: int, length: int, hidden: int, threads: int = 1) -> lis
     >>> _token_blocks(8, 128, 256, threads=2), _token_blocks(1, 1024, 256, threads=2)
     ([(0, 128)], [(0, 512), (512, 1024)])
     """
-    tokens = 2 * TOKENS_PER_BLOCK
-    if hidden >= SPLIT_FROM_HIDDEN or length >= tokens:
-        tokens = TOKENS_PER_BLOCK
+    wide = hidden >= SPLIT_FROM_HIDDEN
+    tokens = TOKENS_PER_BLOCK if wide else 2 * TOKENS_PER_BLOCK
     step = max(1, -(-tokens // batch))
-    if threads > 1 and hidden >= SPLIT_FROM_HIDDEN and -(-length // step) < threads <= batch * length * 2 // tokens:
+    if (threads > 1 and (wide or length >= tokens)
+            and -(-length // step) < threads <= batch * length * 2 // tokens):
         step = -(-length // threads)
     return [(t, min(length, t + step)) for t in range(0, length, step)]
 
