@@ -6,7 +6,6 @@ import pathlib
 import re
 import shutil
 import subprocess
-import time
 
 import openai
 
@@ -39,15 +38,21 @@ def test_the_server_answers_as_generate_does(smollm2_path, smollm2):
         assert wait_for(lambda: request("GET", base + "/health")[1]["blocks_used"] == 0)
 
 
-def first_token_seconds(client: openai.OpenAI, model: str, system: str, question: str) -> float:
-    """Seconds from the request to the first streamed text."""
-    start = time.perf_counter()
+def ask_for_one_token(client: openai.OpenAI, model: str, system: str, question: str) -> None:
+    """Stream a request until its first text: the prompt's prefill is then done."""
     for chunk in client.chat.completions.create(
             model=model, messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
             max_tokens=2, temperature=0, stream=True):
         if chunk.choices and (chunk.choices[0].delta.content or chunk.choices[0].finish_reason):
-            return time.perf_counter() - start
+            return
     raise AssertionError("the stream ended without text")
+
+
+def hit_rate(base: str) -> float:
+    """The server's share of prompt tokens found in its blocks or the prefix store."""
+    [line] = [line for line in request("GET", base + "/metrics")[1].splitlines()
+              if line.startswith("lucid_prefix_cache_hit_rate ")]
+    return float(line.split()[1])
 
 
 def test_two_servers_on_one_redis_share_a_system_prompt(smollm2_path, smollm2, redis_server):
@@ -57,15 +62,14 @@ def test_two_servers_on_one_redis_share_a_system_prompt(smollm2_path, smollm2, r
     with serve_process("--model", str(smollm2_path), *store) as first, \
             serve_process("--model", str(smollm2_path), *store) as second:
         model, one, two = str(smollm2_path), api(first), api(second)
-        two.models.list()  # connected before anything is timed
-        first_token_seconds(one, model, SYSTEM, QUESTIONS[0])  # the first server computes and stores it
-        cold = first_token_seconds(two, model, other, QUESTIONS[1])
-        warm = first_token_seconds(two, model, SYSTEM, QUESTIONS[1])
         assert len(tokenizer.encode(SYSTEM)) > 900
-        assert warm <= 0.3 * cold, (warm, cold)
-        hits = [line for line in request("GET", second + "/metrics")[1].splitlines()
-                if line.startswith("lucid_prefix_cache_hit_rate ")]
-        assert float(hits[0].split()[1]) > 0.4  # of its two prompts, the second came mostly from Redis
+        ask_for_one_token(one, model, SYSTEM, QUESTIONS[0])  # the first server computes and stores it
+        ask_for_one_token(two, model, other, QUESTIONS[1])
+        assert hit_rate(second) < 0.1  # a prompt nobody stored: computed (its template's first tokens aside)
+        ask_for_one_token(two, model, SYSTEM, QUESTIONS[1])
+        # Of its two prompts of about 1,000 tokens, the second came mostly from Redis: this server
+        # never saw that system prompt, and shares only the template's first tokens with the other.
+        assert hit_rate(second) > 0.4
 
 
 def test_the_readme_s_curl_and_openai_snippets_work(smollm2_path):
