@@ -5,6 +5,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 import safetensors.numpy
+from hypothesis import given
+from hypothesis import strategies as st
 
 import lucid.nn as nn
 from lucid.generation import generate
@@ -86,13 +88,35 @@ def test_token_blocks_give_the_same_logits_and_cache(backend_name, monkeypatch):
     ids = np.random.default_rng(5).integers(0, 256, size=(3, 11))
     whole, whole_cache = model.forward(ids, cache=nn.DynamicKVCache()).numpy(), None
     for tokens in (1, 4, 7):
-        monkeypatch.setattr(llama, "TOKENS_PER_BLOCK", tokens)  # (x2 at this width) blocks of 1, 3 and 5 positions x 3 rows
+        monkeypatch.setattr(llama, "TOKENS_PER_BLOCK", tokens)  # (x2 at this width) blocks of 1, 3 and 4 positions x 3 rows
         cache = nn.DynamicKVCache()
         np.testing.assert_allclose(model.forward(ids, cache=cache).numpy(), whole, rtol=1e-5, atol=1e-5)
         keys = cache.get(1)[0].numpy()
         if whole_cache is not None:
             np.testing.assert_allclose(keys, whole_cache, rtol=1e-5, atol=1e-5)
         whole_cache = keys
+
+
+@given(batch=st.integers(1, 16), length=st.integers(1, 5000), hidden=st.sampled_from([64, 256, 576, 2048]),
+       threads=st.integers(1, 4))
+def test_token_blocks_cover_the_input_in_blocks_of_even_size(batch, length, hidden, threads):
+    from lucid.models.llama import _token_blocks
+
+    blocks = _token_blocks(batch, length, hidden, threads)
+    assert [t0 for t0, _ in blocks] == [0] + [t1 for _, t1 in blocks[:-1]] and blocks[-1][1] == length
+    sizes = [t1 - t0 for t0, t1 in blocks]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) < len(blocks)  # no small remainder beside full blocks
+
+
+def test_a_model_refuses_input_ids_without_tokens_and_keeps_its_cache():
+    from lucid.models import LlamaModel
+
+    model, cache = LlamaModel.random(), nn.DynamicKVCache()
+    model.forward(np.arange(5)[None, :], cache=cache)
+    for ids in (np.zeros((1, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.int64), np.arange(3)):
+        with pytest.raises(ValueError, match=r"input_ids must be .* shape \(batch, tokens\)"):
+            model.forward(ids, cache=cache)
+    assert cache.get_seq_length(0) == 5
 
 
 @pytest.mark.parametrize("kind", ["none", "dynamic", "static", "sliding", "hybrid", "quantized-8"])

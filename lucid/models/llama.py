@@ -246,6 +246,9 @@ class LlamaModel:
             every token's keys and values).
         """
         ids = np.asarray(input_ids.numpy() if isinstance(input_ids, Tensor) else input_ids, dtype=np.int64)
+        if ids.ndim != 2 or 0 in ids.shape:
+            raise ValueError(f"input_ids must be token ids of shape (batch, tokens), at least one of each; "
+                             f"got shape {ids.shape}")
         backend, xp, c = self.backend, self.backend.xp, self.config
         batch, length = ids.shape
         start = cache.get_seq_length(0) if cache is not None else 0
@@ -507,15 +510,16 @@ def _token_blocks(batch: int, length: int, hidden: int, threads: int = 1) -> lis
     ``threads`` of them). An input too short for a block per thread, but with at least half a
     block's tokens per thread (of a model wide enough to split), is split evenly among them.
     A narrow model's blocks are twice as large, and split evenly only when its rows are a whole
-    block long.
+    block long. The blocks are of even size: an input a little longer than a whole number of
+    blocks is not left a small last block while the other cores wait on a full one.
 
     Examples
     --------
     >>> from lucid.models.llama import _token_blocks
     >>> _token_blocks(1, 1024, 576), _token_blocks(1, 512, 576, threads=2), _token_blocks(1, 256, 576, threads=2)
     ([(0, 512), (512, 1024)], [(0, 256), (256, 512)], [(0, 256)])
-    >>> _token_blocks(8, 128, 256, threads=2), _token_blocks(1, 1024, 256, threads=2)
-    ([(0, 128)], [(0, 512), (512, 1024)])
+    >>> _token_blocks(8, 128, 256, threads=2), _token_blocks(1, 1024, 256, threads=2), _token_blocks(1, 600, 576)
+    ([(0, 128)], [(0, 512), (512, 1024)], [(0, 300), (300, 600)])
     """
     wide = hidden >= SPLIT_FROM_HIDDEN
     tokens = TOKENS_PER_BLOCK if wide else 2 * TOKENS_PER_BLOCK
@@ -523,6 +527,8 @@ def _token_blocks(batch: int, length: int, hidden: int, threads: int = 1) -> lis
     if (threads > 1 and (wide or length >= tokens)
             and -(-length // step) < threads <= batch * length * 2 // tokens):
         step = -(-length // threads)
+    if length:
+        step = -(-length // -(-length // step))  # as many blocks, of even size
     return [(t, min(length, t + step)) for t in range(0, length, step)]
 
 
