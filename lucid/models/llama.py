@@ -510,8 +510,9 @@ def _token_blocks(batch: int, length: int, hidden: int, threads: int = 1) -> lis
     ``threads`` of them). An input too short for a block per thread, but with at least half a
     block's tokens per thread (of a model wide enough to split), is split evenly among them.
     A narrow model's blocks are twice as large, and split evenly only when its rows are a whole
-    block long. The blocks are of even size: an input a little longer than a whole number of
-    blocks is not left a small last block while the other cores wait on a full one.
+    block long. The blocks are of even size, and as many for each thread: an input a little
+    longer than a whole number of blocks is not left a small last block (or one more block for
+    one thread) while the other cores wait.
 
     Examples
     --------
@@ -520,6 +521,8 @@ def _token_blocks(batch: int, length: int, hidden: int, threads: int = 1) -> lis
     ([(0, 512), (512, 1024)], [(0, 256), (256, 512)], [(0, 256)])
     >>> _token_blocks(8, 128, 256, threads=2), _token_blocks(1, 1024, 256, threads=2), _token_blocks(1, 600, 576)
     ([(0, 128)], [(0, 512), (512, 1024)], [(0, 300), (300, 600)])
+    >>> _token_blocks(1, 1100, 576, threads=2)
+    [(0, 275), (275, 550), (550, 825), (825, 1100)]
     """
     wide = hidden >= SPLIT_FROM_HIDDEN
     tokens = TOKENS_PER_BLOCK if wide else 2 * TOKENS_PER_BLOCK
@@ -527,8 +530,11 @@ def _token_blocks(batch: int, length: int, hidden: int, threads: int = 1) -> lis
     if (threads > 1 and (wide or length >= tokens)
             and -(-length // step) < threads <= batch * length * 2 // tokens):
         step = -(-length // threads)
+    count = -(-length // step)
+    if threads > 1 and count > threads:
+        count = -(-count // threads) * threads  # as many blocks for each thread
     if length:
-        step = -(-length // -(-length // step))  # as many blocks, of even size
+        step = -(-length // count)  # blocks of even size
     return [(t, min(length, t + step)) for t in range(0, length, step)]
 
 
