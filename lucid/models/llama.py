@@ -527,11 +527,10 @@ def _token_blocks(batch: int, length: int, hidden: int, threads: int = 1) -> lis
     wide = hidden >= SPLIT_FROM_HIDDEN
     tokens = TOKENS_PER_BLOCK if wide else 2 * TOKENS_PER_BLOCK
     step = max(1, -(-tokens // batch))
-    if (threads > 1 and (wide or length >= tokens)
-            and -(-length // step) < threads <= batch * length * 2 // tokens):
-        step = -(-length // threads)
     count = -(-length // step)
-    if threads > 1 and count > threads:
+    if threads > 1 and (wide or length >= tokens) and count < threads <= batch * length * 2 // tokens:
+        count = threads  # split evenly among them
+    elif threads > 1 and count > threads:
         count = -(-count // threads) * threads  # as many blocks for each thread
     if length:
         step = -(-length // count)  # blocks of even size
